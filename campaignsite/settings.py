@@ -1,0 +1,206 @@
+"""Settings for Campaign staging: one file, driven by the environment (see docs/configuration.md)."""
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from campaignsite.env import env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+VAR_DIR.mkdir(exist_ok=True)
+
+DEBUG = env_bool("DEBUG", True)
+
+_DEV_SECRET = "dev-only-insecure-secret-key-change-me-in-production-0123456789"
+SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET if DEBUG else "")
+if not SECRET_KEY:
+    raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG=0.")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
+if not DEBUG and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG=0 (comma-separated host names).")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+    "staging",
+    "subscriptions",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "campaignsite.urls"
+WSGI_APPLICATION = "campaignsite.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "campaignsite" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+# --- Databases -------------------------------------------------------------------------------
+# "default" is Campaign's local database (Django's tables, staging tables, the task queue);
+# "cloud" holds the target tables and subscriptions. campaignsite.routers keeps each app in place.
+
+def _database(name: str, default_url: str) -> dict:
+    url = env_str(name, default_url)
+    try:
+        config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}={url!r} is not a database URL: {exc}") from None
+    engine = config["ENGINE"]
+    if engine == "django.db.backends.sqlite3":
+        # WAL lets readers run beside the single writer; IMMEDIATE takes the write lock at BEGIN
+        # so a busy database waits for `timeout` instead of failing half-way through a transaction.
+        config["CONN_MAX_AGE"] = 0
+        config["OPTIONS"] = {
+            "timeout": 30,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
+        }
+        # Test databases are files too, so server threads and subprocesses see the same data.
+        config["TEST"] = {"NAME": str(VAR_DIR / f"test_{Path(config['NAME']).stem}.sqlite3")}
+    elif engine != "django.db.backends.postgresql":
+        raise ImproperlyConfigured(f"{name}: only sqlite:// and postgres:// URLs are supported, got {url!r}.")
+    return config
+
+
+DATABASES = {
+    "default": _database("DATABASE_URL", f"sqlite:///{VAR_DIR / 'local.sqlite3'}"),
+    "cloud": _database("CLOUD_DATABASE_URL", f"sqlite:///{VAR_DIR / 'cloud.sqlite3'}"),
+}
+DATABASE_ROUTERS = ["campaignsite.routers.DatabaseRouter"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+# --- Product settings (SPEC §2) --------------------------------------------------------------
+SYNC_INTERVAL_MINUTES = env_int("SYNC_INTERVAL_MINUTES", 60, minimum=1)
+STAGING_RETENTION_DAYS = env_int("STAGING_RETENTION_DAYS", 7, minimum=0)
+SOAP_SESSION_TTL_SECONDS = env_int("SOAP_SESSION_TTL_SECONDS", 86400, minimum=1)
+SOAP_SESSION_TOKEN_ONLY = env_bool("SOAP_SESSION_TOKEN_ONLY", False)
+INGEST_MAX_BYTES = env_int("INGEST_MAX_BYTES", 104_857_600, minimum=1024)
+INGEST_MAX_RECORDS = env_int("INGEST_MAX_RECORDS", 100_000, minimum=1)
+# Schema sources are small documents; this bounds what the admin, the API and load_schema accept.
+SCHEMA_MAX_BYTES = env_int("SCHEMA_MAX_BYTES", 1_048_576, minimum=1024)
+
+# Ingest bodies are read by our own bounded readers, so Django's form-oriented cap must not
+# reject them first; admin forms are small and stay far below this.
+DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BYTES
+
+
+# --- Task queue (django-q2) ------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL", "")
+Q_CLUSTER = {
+    "name": "campaign-staging",
+    "workers": env_int("Q_WORKERS", 2, minimum=1),
+    "timeout": 1800,  # a sync batch loop must finish well inside this
+    "retry": 2100,  # must exceed timeout, or a running task is handed out twice
+    "max_attempts": 3,
+    "ack_failures": False,
+    "catch_up": False,
+    "save_limit": 500,
+    "queue_limit": 4,
+    "bulk": 1,
+    "poll": 0.5,
+    "recycle": 200,
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "django_cache"},
+}
+
+
+# --- REST ------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "campaignsite.api.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Campaign staging API",
+    "DESCRIPTION": "Schemas, staging ingestion, synchronization and subscriptions.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+
+# --- Auth, i18n, static ----------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+if DEBUG:
+    STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}
+
+# --- Production hardening (manage.py check --deploy) -----------------------------------------
+if not DEBUG:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])

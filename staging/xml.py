@@ -1,0 +1,92 @@
+"""The one hardened entry point for untrusted XML. Nothing else in the project calls lxml's parsers.
+
+What it refuses, and why:
+- DTDs and entity declarations of any kind (XXE, billion laughs). lxml 6.1 no longer resolves
+  external entities by default, but an unresolved entity still parses into the tree, so the document
+  is rejected outright when it carries a doctype or an entity node (lxml FAQ, "web-service endpoint").
+- Network access while parsing (`no_network`), and libxml2's "huge tree" mode, which would lift its
+  built-in limits: nesting deeper than 256 levels and text nodes over 10 MB are parse errors.
+- Documents above the caller's byte limit, checked before a single byte is parsed.
+"""
+
+from typing import BinaryIO, Iterator
+
+from lxml import etree
+
+from campaignsite.errors import InvalidXml, Problem, TooLarge
+
+# libxml2 refuses nesting deeper than this unless huge_tree is on (it never is here).
+MAX_DEPTH = 256
+
+_PARSER_OPTIONS = dict(
+    resolve_entities=False,
+    no_network=True,
+    load_dtd=False,
+    dtd_validation=False,
+    huge_tree=False,
+    remove_pis=True,
+)
+
+
+def _parser(*, keep_comments: bool) -> etree.XMLParser:
+    # A fresh parser per call: lxml parsers are not meant to be shared between threads.
+    return etree.XMLParser(remove_comments=not keep_comments, **_PARSER_OPTIONS)
+
+
+def _reject_dtd_and_entities(root: etree._Element) -> None:
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
+        raise InvalidXml(
+            "DTDs are not accepted.",
+            [Problem("remove the <!DOCTYPE ...> declaration; entities and DTDs are refused for security")],
+        )
+    entity = next(root.iter(etree.Entity), None)
+    if entity is not None:
+        raise InvalidXml(
+            "Entity references are not accepted.",
+            [Problem(f"remove the entity reference {entity.text}", line=entity.sourceline)],
+        )
+
+
+def parse_xml(data: bytes | str, *, max_bytes: int, what: str = "document", keep_comments: bool = False):
+    """Parse an untrusted document and return its root element.
+
+    Raises TooLarge when `data` exceeds `max_bytes` and InvalidXml for anything that is not a
+    well-formed, DTD-free document, with the line and column libxml2 reported.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if len(data) > max_bytes:
+        raise TooLarge(f"The {what} is {len(data)} bytes; the limit is {max_bytes} bytes.")
+    if not data.strip():
+        raise InvalidXml(f"The {what} is empty.")
+    try:
+        root = etree.fromstring(data, _parser(keep_comments=keep_comments))
+    except etree.XMLSyntaxError as exc:
+        raise InvalidXml(
+            f"The {what} is not well-formed XML.", [Problem(exc.msg, line=exc.lineno)]
+        ) from None
+    if root is None:
+        raise InvalidXml(f"The {what} has no root element.")
+    _reject_dtd_and_entities(root)
+    return root
+
+
+def iterparse_xml(source: BinaryIO, *, tag: str | None = None) -> Iterator[tuple[str, etree._Element]]:
+    """Stream `source` with the same hardening as parse_xml, yielding ("end", element) events.
+
+    The caller clears elements it has handled so memory stays bounded. `resolve_entities=False` is
+    passed explicitly: before lxml 6.1 iterparse resolved entities by default (CVE-2026-41066).
+    """
+    events = etree.iterparse(
+        source, events=("start", "end"), tag=tag, remove_comments=True, **_PARSER_OPTIONS
+    )
+    try:
+        for event, element in events:
+            if event == "start":
+                if element.getparent() is None:
+                    _reject_dtd_and_entities(element)
+                continue
+            yield event, element
+    except etree.XMLSyntaxError as exc:
+        raise InvalidXml("The file is not well-formed XML.", [Problem(exc.msg, line=exc.lineno)]) from None

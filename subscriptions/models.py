@@ -1,0 +1,1 @@
+"""Subscription models live in the cloud database (see campaignsite.routers); built in a later issue."""

@@ -1,0 +1,55 @@
+"""Shared fixtures.
+
+External pieces (PostgreSQL, Redis, node, Chromium) skip with a reason when absent, unless
+REQUIRE_SERVICES=1 (set by .ci/run), which turns the skip into a failure so CI always runs them.
+"""
+
+import os
+import shutil
+
+import pytest
+from django.db import connections
+
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+BOTH_DATABASES = ["default", "cloud"]
+
+
+def skip_or_fail(reason: str):
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (REQUIRE_SERVICES=1 makes this mandatory)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _django_tables(connection) -> set[str]:
+    return {t.lower() for t in connection.introspection.django_table_names(include_auto_created=True)} | {
+        "django_migrations", "django_cache", "sqlite_sequence",
+    }
+
+
+@pytest.fixture(autouse=True)
+def _drop_schema_tables(request, django_db_blocker):
+    """Drop the tables `staging.ddl` created, which a transactional test's flush would leave behind."""
+    yield
+    if "transactional_db" not in request.fixturenames and "live_server" not in request.fixturenames:
+        return  # plain `db` tests run in a transaction that is rolled back, DDL included
+    with django_db_blocker.unblock():
+        for alias in BOTH_DATABASES:
+            connection = connections[alias]
+            keep = _django_tables(connection)
+            with connection.cursor() as cursor:
+                for table in connection.introspection.table_names(cursor):
+                    if table.lower() not in keep:
+                        cursor.execute(f'DROP TABLE IF EXISTS "{table}"')
+
+
+@pytest.fixture
+def vendor() -> str:
+    return connections["default"].vendor
+
+
+@pytest.fixture
+def chromium_path() -> str:
+    path = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+    if not path:
+        skip_or_fail("Debian's chromium is not installed (apt-get install chromium)")
+    return path
