@@ -73,6 +73,10 @@ TEMPLATES = [
 # "default" is Campaign's local database (Django's tables, staging tables, the task queue);
 # "cloud" holds the target tables and subscriptions. campaignsite.routers keeps each app in place.
 
+# Separates the test databases of test runs that share a checkout (e.g. parallel developers).
+TEST_DB_TAG = env_str("TEST_DB_TAG", "")
+
+
 def _database(name: str, default_url: str) -> dict:
     url = env_str(name, default_url)
     try:
@@ -90,8 +94,10 @@ def _database(name: str, default_url: str) -> dict:
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=30000;",
         }
         # Test databases are files too, so server threads and subprocesses see the same data.
-        config["TEST"] = {"NAME": str(VAR_DIR / f"test_{Path(config['NAME']).stem}.sqlite3")}
-    elif engine != "django.db.backends.postgresql":
+        config["TEST"] = {"NAME": str(VAR_DIR / f"test_{Path(config['NAME']).stem}{TEST_DB_TAG}.sqlite3")}
+    elif engine == "django.db.backends.postgresql":
+        config["TEST"] = {"NAME": f"test_{config['NAME']}{TEST_DB_TAG}"}
+    else:
         raise ImproperlyConfigured(f"{name}: only sqlite:// and postgres:// URLs are supported, got {url!r}.")
     return config
 
