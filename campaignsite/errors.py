@@ -78,3 +78,27 @@ class Conflict(DomainError):
 
 class StructureRefused(Conflict):
     code = "CST-409100"
+
+
+class InvalidInput(DomainError):
+    """Records or parameters that do not fit: each problem names the record, attribute and value."""
+
+    code = "CST-400200"
+
+
+class Unauthenticated(DomainError):
+    code = "CST-401000"
+    status = 401
+
+
+class Forbidden(DomainError):
+    code = "CST-403000"
+    status = 403
+
+
+class ServiceUnavailable(DomainError):
+    """Our side cannot serve the call now (e.g. the cloud database is unreachable)."""
+
+    code = "CST-503000"
+    status = 503
+    client_fault = False
