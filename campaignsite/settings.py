@@ -1,5 +1,6 @@
 """Settings for Campaign staging: one file, driven by the environment (see docs/configuration.md)."""
 
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -77,12 +78,20 @@ TEMPLATES = [
 TEST_DB_TAG = env_str("TEST_DB_TAG", "")
 
 
+def _without_password(url: str) -> str:
+    # Error messages end up in logs and CI output; the password must not.
+    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
 def _database(name: str, default_url: str) -> dict:
     url = env_str(name, default_url)
     try:
         config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
     except ValueError as exc:
-        raise ImproperlyConfigured(f"{name}={url!r} is not a database URL: {exc}") from None
+        raise ImproperlyConfigured(
+            f"{name}={_without_password(url)!r} is not a database URL (sqlite:///path or "
+            f"postgres://user@host:port/name): {exc}"
+        ) from None
     engine = config["ENGINE"]
     if engine == "django.db.backends.sqlite3":
         # WAL lets readers run beside the single writer; IMMEDIATE takes the write lock at BEGIN
@@ -98,7 +107,9 @@ def _database(name: str, default_url: str) -> dict:
     elif engine == "django.db.backends.postgresql":
         config["TEST"] = {"NAME": f"test_{config['NAME']}{TEST_DB_TAG}"}
     else:
-        raise ImproperlyConfigured(f"{name}: only sqlite:// and postgres:// URLs are supported, got {url!r}.")
+        raise ImproperlyConfigured(
+            f"{name}: only sqlite:// and postgres:// URLs are supported, got {_without_password(url)!r}."
+        )
     return config
 
 
@@ -125,8 +136,21 @@ SCHEMA_MAX_BYTES = env_int("SCHEMA_MAX_BYTES", 1_048_576, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BYTES
 
 
+# --- Serving (manage.py serve, used by `make run`) --------------------------------------------
+HOST = env_str("HOST", "127.0.0.1")
+PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
+WEB_WORKERS = env_int("WEB_WORKERS", 3, minimum=1)
+# Large ingest bodies (up to INGEST_MAX_BYTES) take longer than gunicorn's 30 s default.
+WEB_TIMEOUT = env_int("WEB_TIMEOUT", 120, minimum=1)
+
+
 # --- Task queue (django-q2) ------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "")
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(
+        f"REDIS_URL={_without_password(REDIS_URL)!r} is not a Redis URL; use redis://host:port/db "
+        "(rediss:// for TLS, unix:///path.sock), or leave it unset for the database broker."
+    )
 Q_CLUSTER = {
     "name": "campaign-staging",
     "workers": env_int("Q_WORKERS", 2, minimum=1),
