@@ -30,7 +30,13 @@ def _django_tables(connection) -> set[str]:
 def _drop_schema_tables(request, django_db_blocker):
     """Drop the tables `staging.ddl` created, which a transactional test's flush would leave behind."""
     yield
-    if "transactional_db" not in request.fixturenames and "live_server" not in request.fixturenames:
+    marker = request.node.get_closest_marker("django_db")
+    transactional = (
+        (marker is not None and marker.kwargs.get("transaction"))
+        or "transactional_db" in request.fixturenames
+        or "live_server" in request.fixturenames
+    )
+    if not transactional:
         return  # plain `db` tests run in a transaction that is rolled back, DDL included
     with django_db_blocker.unblock():
         for alias in BOTH_DATABASES:
