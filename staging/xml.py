@@ -9,6 +9,7 @@ What it refuses, and why:
 - Documents above the caller's byte limit, checked before a single byte is parsed.
 """
 
+import re
 from typing import BinaryIO, Iterator
 
 from lxml import etree
@@ -33,13 +34,19 @@ def _parser(*, keep_comments: bool) -> etree.XMLParser:
     return etree.XMLParser(remove_comments=not keep_comments, **_PARSER_OPTIONS)
 
 
+_DTD_PROBLEM = Problem("remove the <!DOCTYPE ...> declaration; DTDs and entities are refused for security")
+
+
+def _syntax_problem(exc: etree.XMLSyntaxError) -> Problem:
+    message = re.sub(r", line \d+, column \d+$", "", exc.msg or "syntax error")
+    column = exc.position[1] if exc.position else None
+    return Problem(f"{message} (column {column})" if column else message, line=exc.lineno)
+
+
 def _reject_dtd_and_entities(root: etree._Element) -> None:
     docinfo = root.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
-        raise InvalidXml(
-            "DTDs are not accepted.",
-            [Problem("remove the <!DOCTYPE ...> declaration; entities and DTDs are refused for security")],
-        )
+        raise InvalidXml("DTDs are not accepted.", [_DTD_PROBLEM])
     entity = next(root.iter(etree.Entity), None)
     if entity is not None:
         raise InvalidXml(
@@ -63,9 +70,10 @@ def parse_xml(data: bytes | str, *, max_bytes: int, what: str = "document", keep
     try:
         root = etree.fromstring(data, _parser(keep_comments=keep_comments))
     except etree.XMLSyntaxError as exc:
-        raise InvalidXml(
-            f"The {what} is not well-formed XML.", [Problem(exc.msg, line=exc.lineno)]
-        ) from None
+        if b"<!DOCTYPE" in data:
+            # libxml2 may stop on an entity before we see the doctype; say why in one voice.
+            raise InvalidXml(f"DTDs are not accepted in the {what}.", [_DTD_PROBLEM]) from None
+        raise InvalidXml(f"The {what} is not well-formed XML.", [_syntax_problem(exc)]) from None
     if root is None:
         raise InvalidXml(f"The {what} has no root element.")
     _reject_dtd_and_entities(root)
@@ -89,4 +97,4 @@ def iterparse_xml(source: BinaryIO, *, tag: str | None = None) -> Iterator[tuple
                 continue
             yield event, element
     except etree.XMLSyntaxError as exc:
-        raise InvalidXml("The file is not well-formed XML.", [Problem(exc.msg, line=exc.lineno)]) from None
+        raise InvalidXml("The file is not well-formed XML.", [_syntax_problem(exc)]) from None
