@@ -26,6 +26,7 @@ COL_SEQ = "iStgSeq"
 COL_DELETE = "iDelete"
 COL_LAST_MODIFIED = "tsLastModified"
 COL_OPERATION = "sStgOperation"
+COL_KEY = "sStgKey"  # attribute names of the reconciliation key (_key), comma-separated
 COL_COLUMNS = "mStgColumns"
 COL_STATUS = "sStgStatus"
 COL_ATTEMPTS = "iStgAttempts"
@@ -141,6 +142,7 @@ def staging_table(description: SchemaDescription) -> TableSpec:
         ColumnSpec(COL_DELETE, "boolean", nullable=False, default="0"),
         ColumnSpec(COL_LAST_MODIFIED, "datetime", nullable=False, default="CURRENT_TIMESTAMP"),
         ColumnSpec(COL_OPERATION, "string", length=16, nullable=False, default="'insert'"),
+        ColumnSpec(COL_KEY, "string", length=255, nullable=False, default="'id'"),
         ColumnSpec(COL_COLUMNS, "memo", nullable=False, default="''"),
         ColumnSpec(COL_STATUS, "string", length=16, nullable=False, default=f"'{STATUS_PENDING}'"),
         ColumnSpec(COL_ATTEMPTS, "long", nullable=False, default="0"),

@@ -45,6 +45,7 @@ def test_autostg_adds_the_staging_table_with_technical_and_bookkeeping_columns()
     for column in ('"iStgSeq" INTEGER PRIMARY KEY AUTOINCREMENT', '"uSampleTableId" VARCHAR(255) NOT NULL',
                    '"sTestcol1" VARCHAR(255)', '"iDelete" SMALLINT NOT NULL DEFAULT 0',
                    '"tsLastModified" DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP', '"sStgOperation"',
+                   '"sStgKey" VARCHAR(255) NOT NULL DEFAULT \'id\'',
                    '"mStgColumns" TEXT', '"sStgStatus" VARCHAR(16) NOT NULL DEFAULT \'pending\'', '"iStgAttempts"',
                    '"mStgError" TEXT', '"tsStgSynced" DATETIME', '"iStgVersion"'):
         assert column in create

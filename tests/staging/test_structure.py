@@ -44,7 +44,7 @@ def test_seed_flow_creates_cloud_then_staging_table_with_campaign_columns(sample
     staged(sample)
 
     assert columns_of("default", "DemSampleTableStg") == sorted([
-        "istgseq", "usampletableid", "stestcol1", "stestcol2", "idelete", "tslastmodified", "sstgoperation",
+        "istgseq", "usampletableid", "stestcol1", "stestcol2", "idelete", "tslastmodified", "sstgoperation", "sstgkey",
         "mstgcolumns", "sstgstatus", "istgattempts", "mstgerror", "tsstgsynced", "istgversion",
     ])
     assert columns_of("cloud", "DemSampleTableStg") is None  # staging lives in the local database only
