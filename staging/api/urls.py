@@ -1,3 +1,30 @@
-from django.urls import path
+"""Routes of the REST API, mounted under /api/v1/ by campaignsite.urls (SPEC §4.3)."""
 
-urlpatterns: list = []
+from django.urls import path, register_converter
+
+from staging.api import schemas
+
+
+class SchemaIdConverter:
+    """`namespace:name`, the id Campaign gives a schema (`dem:sampleTable`, `dem:sampleTableStg`)."""
+
+    regex = r"[A-Za-z][A-Za-z0-9_-]*:[A-Za-z][A-Za-z0-9_-]*"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(SchemaIdConverter, "schema_id")
+
+urlpatterns = [
+    path("schemas/", schemas.SchemaListView.as_view(), name="schema-list"),
+    path("schemas/<schema_id:schema_id>/", schemas.SchemaDetailView.as_view(), name="schema-detail"),
+    path(
+        "schemas/<schema_id:schema_id>/update-structure/",
+        schemas.SchemaStructureView.as_view(),
+        name="schema-update-structure",
+    ),
+]
