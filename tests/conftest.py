@@ -21,7 +21,7 @@ def skip_or_fail(reason: str):
 
 
 def _django_tables(connection) -> set[str]:
-    return {t.lower() for t in connection.introspection.django_table_names(include_auto_created=True)} | {
+    return {t.lower() for t in connection.introspection.django_table_names()} | {
         "django_migrations", "django_cache", "sqlite_sequence",
     }
 
