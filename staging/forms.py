@@ -1,0 +1,93 @@
+"""Admin forms for schemas.
+
+The services are the only judge of a source (parsing, reserved namespaces, id changes, staging
+rules), so these forms validate by calling them: a DomainError becomes form errors next to the
+field, and a clean form means the service has already saved. The admin's changeform and changelist
+views run inside a transaction on the default database, so nothing outlives a failed request.
+"""
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from campaignsite.errors import DomainError
+from staging import services
+from staging.models import Schema
+
+
+def _errors_of(error: DomainError) -> list[ValidationError]:
+    """The error's message, then one entry per problem (line, attribute, value: what to change)."""
+    return [ValidationError(error.message), *(ValidationError(str(p)) for p in error.problems)]
+
+
+class SchemaSourceForm(forms.ModelForm):
+    """The editor: the srcSchema XML, and an autoStg box that rewrites autoStg in it when changed."""
+
+    auto_stg = forms.BooleanField(
+        label="autoStg",
+        required=False,
+        help_text="Stage API writes in a local copy. Changing this box rewrites autoStg on the main element; "
+        "update the database structure afterwards to create or drop the staging table.",
+    )
+
+    class Meta:
+        model = Schema
+        fields = ("source",)
+        widgets = {
+            "source": forms.Textarea(
+                attrs={"class": "staging-source", "rows": 28, "cols": 120, "spellcheck": "false", "wrap": "off"}
+            )
+        }
+
+    user = None  # set by the admin on a per-request subclass (see SchemaAdmin.get_form)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["auto_stg"].initial = self.instance.auto_stg
+        self.fields["source"].strip = False  # the source is kept verbatim, indentation included
+
+    def clean_source(self) -> str:
+        # Browsers submit a textarea's line breaks as CRLF whatever was pasted (HTML form encoding).
+        return self.cleaned_data["source"].replace("\r\n", "\n")
+
+    def clean(self):
+        cleaned = super().clean()
+        if "source" not in cleaned:
+            return cleaned
+        try:
+            # One atomic block so a created schema does not stay behind when the autoStg rewrite fails.
+            with transaction.atomic(using="default"):
+                if self.instance.pk is None:
+                    schema = services.schema_create(source=cleaned["source"], user=self.user)
+                else:
+                    schema = services.schema_update(schema=self.instance, source=cleaned["source"], user=self.user)
+                if "auto_stg" in self.changed_data:
+                    schema = services.schema_set_auto_stg(schema=schema, enabled=cleaned["auto_stg"], user=self.user)
+        except DomainError as error:
+            self.add_error("source", _errors_of(error))
+            return cleaned
+        self.instance = schema
+        # The form mirrors what was saved (the box may have rewritten the source).
+        cleaned["source"] = schema.source
+        cleaned["auto_stg"] = schema.auto_stg
+        return cleaned
+
+
+class SchemaAutoStgListForm(forms.ModelForm):
+    """One row of the changelist: the autoStg toggle, applied through `schema_set_auto_stg`."""
+
+    class Meta:
+        model = Schema
+        fields = ("auto_stg",)
+
+    user = None  # set by the admin on a per-request subclass
+
+    def clean(self):
+        cleaned = super().clean()
+        if "auto_stg" not in self.changed_data or self.instance.pk is None:
+            return cleaned
+        try:
+            services.schema_set_auto_stg(schema=self.instance, enabled=cleaned["auto_stg"], user=self.user)
+        except DomainError as error:
+            self.add_error("auto_stg", _errors_of(error))
+        return cleaned
