@@ -1,0 +1,37 @@
+# Two commands: `make run` serves everything, `make test` runs the whole suite.
+# Both create .venv on first use and reinstall only when a requirements file changed.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+MANAGE := $(PY) manage.py
+PYTEST_ARGS ?=
+
+.PHONY: run test
+
+$(PY):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed (3.11 recommended); set PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(VENV)
+
+# Stamp files record which requirements are installed; make compares their dates.
+$(VENV)/.installed-run: requirements.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+$(VENV)/.installed-test: requirements.txt requirements-dev.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@ $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run
+	$(MANAGE) migrate --noinput
+	$(MANAGE) migrate --database cloud --noinput
+	$(MANAGE) createcachetable
+	$(MANAGE) load_builtin_schemas
+	@# setup_schedules arrives with the sync; until then there is nothing to schedule.
+	@if $(MANAGE) help setup_schedules >/dev/null 2>&1; then $(MANAGE) setup_schedules; fi
+	$(MANAGE) ensure_admin
+	$(MANAGE) collectstatic --noinput --verbosity 0
+	exec $(MANAGE) serve
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
