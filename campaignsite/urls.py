@@ -1,8 +1,14 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from campaignsite.soap import soap_router, soap_wsdl
+
 urlpatterns = [
+    # Campaign's SOAP endpoints. A client endpoint configured with a trailing slash calls
+    # //nl/jsp/soaprouter.jsp (the SDK appends the path verbatim), so that form is accepted too.
+    re_path(r"^[/]?nl/jsp/soaprouter\.jsp$", soap_router, name="soap-router"),
+    re_path(r"^[/]?nl/jsp/schemawsdl\.jsp$", soap_wsdl, name="soap-wsdl"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("staging.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -77,3 +77,7 @@ class Schema(models.Model):
     @property
     def desired_tables(self) -> tuple[ddl.TableSpec, ...]:
         return ddl.desired_tables(self.description)
+
+
+# Declared in its own module (with the services that use it) and imported so Django registers it.
+from staging.soap_sessions import SoapSession  # noqa: E402, F401
