@@ -1,16 +1,22 @@
 """Writes of the staging app. SOAP, REST, commands and the admin all come through here."""
 
 import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timezone as dt_timezone
 from pathlib import Path
+from typing import Sequence
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
-from campaignsite.errors import Conflict, NotFound, Problem, SchemaInvalid, StructureRefused
+from campaignsite.errors import (
+    Conflict, Forbidden, InvalidInput, NotFound, Problem, SchemaInvalid, StructureRefused, TooLarge, Unauthenticated,
+)
 from staging import ddl
-from staging.models import Schema
-from staging.srcschema import SchemaDescription, parse_srcschema
+from staging import records as rec
+from staging.models import Schema, StructureState
+from staging.srcschema import STAGING_SUFFIX, SchemaDescription, parse_srcschema
 
 BUILTIN_SCHEMA_DIR = Path(__file__).resolve().parent / "builtin_schemas"
 
@@ -192,3 +198,418 @@ def builtin_schemas_load() -> list[Schema]:
         structure_update(schema=schema)
         loaded.append(schema)
     return loaded
+
+
+# --- Ingestion (SPEC §4.1): Ingest, IngestExt, Write -------------------------------------------
+# One implementation for SOAP, REST and the ingest command. Each call is validated as a whole
+# first (staging.records), then written in one transaction with bulk statements: one SELECT per
+# batch of keys, one executemany for the inserts, one per set of updated columns.
+
+KEY_BATCH = 500  # keys per `IN (...)` lookup: far below SQLite's bound-parameter limit
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    uuids: tuple[str | None, ...]  # per record, document order: the generated UUID, None if the caller gave the id
+    ids: tuple[str | None, ...] = ()  # per record: the id of the staging row it landed in
+
+    def as_pstr(self) -> str:
+        """Campaign's `pstrSUuids`: comma-separated, an empty entry per caller-supplied id."""
+        return ",".join(u or "" for u in self.uuids)
+
+
+def _require_permission(user, permission: str, what: str) -> None:
+    if user is None or not getattr(user, "is_authenticated", False):
+        raise Unauthenticated(f"Authentication is required to {what}.")
+    if not user.has_perm(permission):
+        raise Forbidden(
+            f"User '{user}' may not {what}.",
+            [Problem(f"grant the permission '{permission}' to this user or one of its groups (admin: Users)")],
+        )
+
+
+def _require_size(records: Sequence) -> None:
+    if len(records) > settings.INGEST_MAX_RECORDS:
+        raise TooLarge(
+            f"The call holds {len(records)} records; the limit is {settings.INGEST_MAX_RECORDS} per call "
+            "(INGEST_MAX_RECORDS). Split it into several calls, or use manage.py ingest for files."
+        )
+    if not records:
+        raise InvalidInput("The call holds no record.", [Problem("send at least one record")])
+
+
+def _require_structure(schema: Schema) -> None:
+    state = schema.structure_state
+    if state != StructureState.UP_TO_DATE:
+        raise Conflict(
+            f"The database structure of {schema.schema_id} is not up to date ({state.label}).",
+            [Problem(f"update the database structure first: admin action 'Update database structure', "
+                     f"or manage.py update_structure {schema.schema_id}", value=schema.schema_id)],
+        )
+
+
+def _split_id(schema_id: str) -> tuple[str, str]:
+    namespace, _, name = (schema_id or "").strip().partition(":")
+    return namespace, name
+
+
+def staging_schema_get(*, schema_id: str) -> Schema:
+    """The schema whose staging table `schema_id` ("ns:nameStg") names, ready to receive rows.
+
+    Refuses a source id (InvalidInput naming xtkschema), staging turned off or a structure not up
+    to date (Conflict), and unknown schemas (NotFound).
+    """
+    namespace, name = _split_id(schema_id)
+    if not name.endswith(STAGING_SUFFIX):
+        if Schema.objects.filter(namespace=namespace, name=name).exists():
+            raise InvalidInput(
+                f"'{schema_id}' is a source schema; Ingest and IngestExt write into its staging schema.",
+                [Problem(f'set xtkschema="{schema_id}{STAGING_SUFFIX}" (the staging schema, root element '
+                         f'<{name}{STAGING_SUFFIX}>)', attribute="xtkschema", value=schema_id)],
+            )
+        raise NotFound(f"Unknown schema '{schema_id}'.", [Problem("no schema has this id", attribute="xtkschema",
+                                                                   value=schema_id)])
+    schema = Schema.objects.filter(namespace=namespace, name=name[: -len(STAGING_SUFFIX)]).first()
+    if schema is None:
+        raise NotFound(f"Unknown schema '{schema_id}'.", [Problem("no schema has this staging id",
+                                                                   attribute="xtkschema", value=schema_id)])
+    if not schema.auto_stg:
+        raise Conflict(
+            f"Staging is not enabled on {schema.schema_id}, so {schema_id} does not exist.",
+            [Problem(f'set autoStg="true" on the main element of {schema.schema_id} and update the database '
+                     f"structure, or write to the cloud table with Write", attribute="xtkschema", value=schema_id)],
+        )
+    _require_structure(schema)
+    return schema
+
+
+def cloud_schema_get(*, schema_id: str) -> Schema:
+    """The source schema `schema_id` ("ns:name") for direct cloud writes; a staging id is refused."""
+    namespace, name = _split_id(schema_id)
+    schema = Schema.objects.filter(namespace=namespace, name=name).first()
+    if schema is None:
+        source_name = name[: -len(STAGING_SUFFIX)]
+        if name.endswith(STAGING_SUFFIX) and Schema.objects.filter(namespace=namespace, name=source_name).exists():
+            raise InvalidInput(
+                f"'{schema_id}' is a staging schema; Write and WriteCollection write to the source schema.",
+                [Problem(f'set xtkschema="{namespace}:{source_name}", or use Ingest/IngestExt to stage records',
+                         attribute="xtkschema", value=schema_id)],
+            )
+        raise NotFound(f"Unknown schema '{schema_id}'.", [Problem("no schema has this id", attribute="xtkschema",
+                                                                   value=schema_id)])
+    _require_structure(schema)
+    return schema
+
+
+# Values as the database driver wants them. SQLite gets text that sorts and compares correctly
+# (UTC, `YYYY-MM-DD HH:MM:SS.ffffff`, the form Django itself stores); PostgreSQL gets Python objects.
+
+def _sqlite_value(value):
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt_timezone.utc).replace(tzinfo=None)
+        return value.isoformat(" ", timespec="microseconds")
+    if isinstance(value, (date, time)):
+        return value.isoformat()
+    return value
+
+
+def _identity(value):
+    return value
+
+
+class _Table:
+    """SQL of one data table (staging or cloud) for a schema, built once per call."""
+
+    def __init__(self, description, *, name: str, alias: str):
+        self.connection = connections[alias]
+        self.alias = alias
+        self.vendor = self.connection.vendor
+        q = self.q = lambda n: ddl.quote(n, self.vendor)
+        self.name = q(name)
+        self.attributes = description.attributes
+        self.column = {a.name: q(a.sql_name) for a in self.attributes}
+        self.to_db = _sqlite_value if self.vendor == ddl.SQLITE else _identity
+        temporal = {"date", "time", "datetime", "datetimetz", "datetimenotz"}
+        # Per attribute: convert only temporal values, the rest go to the driver untouched.
+        self.converters = [(a.name, self.to_db if a.type in temporal else None) for a in self.attributes]
+        self.temporal = {a.name for a in self.attributes if a.type in temporal}
+
+    def db(self, name: str, value):
+        return self.to_db(value) if name in self.temporal and value is not None else value
+
+    def business_values(self, values: dict) -> list:
+        get = values.get
+        return [get(name) if convert is None else (None if get(name) is None else convert(get(name)))
+                for name, convert in self.converters]
+
+    def now(self):
+        return self.to_db(timezone.now())
+
+    def existing(self, cursor, key: tuple[str, ...], key_values: list[tuple], columns: list[str],
+                 *, lock: bool = False) -> list[tuple]:
+        """Rows (selected `columns` after the key columns) whose key is among `key_values`."""
+        key_sql = [self.column[n] for n in key]
+        select = ", ".join(key_sql + columns)
+        found = []
+        suffix = " FOR UPDATE" if lock and self.vendor == ddl.POSTGRESQL else ""
+        for start in range(0, len(key_values), KEY_BATCH):
+            chunk = key_values[start:start + KEY_BATCH]
+            if len(key) == 1:
+                where = f"{key_sql[0]} IN ({', '.join(['%s'] * len(chunk))})"
+                params = [self.db(key[0], k[0]) for k in chunk]
+            else:
+                row_sql = "(" + ", ".join(["%s"] * len(key)) + ")"
+                where = f"({', '.join(key_sql)}) IN (VALUES {', '.join([row_sql] * len(chunk))})"
+                params = [self.db(n, v) for k in chunk for n, v in zip(key, k)]
+            cursor.execute(f"SELECT {select} FROM {self.name} WHERE {where}{suffix}", params)
+            found.extend(cursor.fetchall())
+        return found
+
+    def key_of(self, key: tuple[str, ...], values) -> tuple:
+        """A key tuple in the comparable form (SQLite dates as text), from Python or fetched values."""
+        return tuple(self.db(n, v) if not isinstance(v, str) else v for n, v in zip(key, values))
+
+
+def _key_text(key: tuple[str, ...], values) -> tuple[str, str]:
+    return ", ".join(key), ", ".join("" if v is None else str(v) for v in values)
+
+
+def _staging_table(schema: Schema) -> _Table:
+    description = schema.description
+    return _Table(description, name=description.staging_table, alias=ddl.LOCAL)
+
+
+_STG_INSERT_COLUMNS = (ddl.COL_DELETE, ddl.COL_LAST_MODIFIED, ddl.COL_OPERATION, ddl.COL_COLUMNS, ddl.COL_STATUS,
+                       ddl.COL_ATTEMPTS, ddl.COL_VERSION)
+
+
+def _stage_inserts(cursor, table: _Table, rows: list, now) -> None:
+    if not rows:
+        return
+    columns = [table.column[a.name] for a in table.attributes] + [table.q(c) for c in _STG_INSERT_COLUMNS]
+    sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
+           f"VALUES ({', '.join(['%s'] * len(columns))})")
+    params = [
+        table.business_values(row.values)
+        + [1 if row.delete else 0, now, row.operation, ",".join(row.supplied), ddl.STATUS_PENDING, 0, 1]
+        for row in rows
+    ]
+    cursor.executemany(sql, params)
+
+
+def _refuse_staged(cursor, table: _Table, rows: list) -> None:
+    """Conflict naming every record whose key is already in the staging table (one SELECT per batch)."""
+    by_key: dict[tuple[str, ...], list] = {}
+    for row in rows:
+        if not (row.generated and row.key == (rec.ID_ATTR,)):  # a fresh UUID cannot be staged yet
+            by_key.setdefault(row.key, []).append(row)
+    problems = []
+    for key, group in by_key.items():
+        wanted = {table.key_of(key, row.key_values): row for row in group}
+        for found in table.existing(cursor, key, list(wanted), []):
+            row = wanted.get(table.key_of(key, found))
+            if row is not None:
+                fields, values = _key_text(key, row.key_values)
+                problems.append(Problem("already staged; use IngestExt to update", record=row.index,
+                                        attribute=fields, value=values, line=row.line))
+    if problems:
+        problems.sort(key=lambda p: p.record)
+        raise Conflict(f"{len(problems)} record(s) are already staged; use IngestExt to update them. "
+                       "Nothing was written.", problems)
+
+
+def _integrity_conflict(table: _Table, rows: list) -> Conflict:
+    """After the unique index refused a batch: name the records whose id exists (a concurrent call
+    may have staged the same key between our check and our insert)."""
+    ids = [(row.id,) for row in rows if row.id is not None]
+    by_id = {row.id: row for row in rows}
+    with table.connection.cursor() as cursor:
+        found = table.existing(cursor, (rec.ID_ATTR,), ids, [])
+    problems = [Problem("already present (unique key); use IngestExt to update", record=by_id[f[0]].index,
+                        attribute=rec.ID_ATTR, value=str(f[0]), line=by_id[f[0]].line)
+                for f in found if f[0] in by_id]
+    return Conflict("A unique key of the table is already present; nothing was written. If another call wrote "
+                    "the same key at the same time, retry.", sorted(problems, key=lambda p: p.record))
+
+
+def _result(records: Sequence, rows: list) -> IngestResult:
+    uuids: list[str | None] = [None] * len(records)
+    ids: list[str | None] = [None] * len(records)
+    for row in rows:
+        for index in row.indexes:
+            ids[index] = row.id
+            uuids[index] = row.id if row.generated else None
+    return IngestResult(uuids=tuple(uuids), ids=tuple(ids))
+
+
+def records_ingest(*, schema_id: str, records: Sequence[rec.RecordInput], user) -> IngestResult:
+    """Ingest: insert `records` into the staging table of `schema_id` ("ns:nameStg").
+
+    Records without a key get a generated UUID (returned); a key already staged, or repeated in
+    the call, rejects the whole call. Needs `staging.ingest`.
+    """
+    _require_permission(user, "staging.ingest", "ingest records")
+    _require_size(records)
+    schema = staging_schema_get(schema_id=schema_id)
+    rows = rec.validated_rows(schema.description, records, mode=rec.INGEST)
+    table = _staging_table(schema)
+    try:
+        with transaction.atomic(using=ddl.LOCAL), table.connection.cursor() as cursor:
+            _refuse_staged(cursor, table, rows)
+            _stage_inserts(cursor, table, rows, table.now())
+    except IntegrityError:
+        raise _integrity_conflict(table, rows) from None
+    return _result(records, rows)
+
+
+def records_ingest_ext(*, schema_id: str, records: Sequence[rec.RecordInput], user) -> IngestResult:
+    """IngestExt: insert, update or delete staged rows of `schema_id` ("ns:nameStg") by key.
+
+    A key already staged is changed in place (one row per key): supplied attributes are merged in,
+    absent ones keep their value, the operation follows `staging.records.merge_operation`, and the
+    row is pending again with a new version. Needs `staging.ingest`.
+    """
+    _require_permission(user, "staging.ingest", "ingest records")
+    _require_size(records)
+    schema = staging_schema_get(schema_id=schema_id)
+    rows = rec.validated_rows(schema.description, records, mode=rec.INGEST_EXT)
+    table = _staging_table(schema)
+    try:
+        with transaction.atomic(using=ddl.LOCAL), table.connection.cursor() as cursor:
+            inserts, updates = _plan_ext(cursor, table, rows)
+            now = table.now()
+            _stage_inserts(cursor, table, inserts, now)
+            _stage_updates(cursor, table, updates, now)
+    except IntegrityError:
+        raise _integrity_conflict(table, rows) from None
+    return _result(records, rows)
+
+
+def _plan_ext(cursor, table: _Table, rows: list) -> tuple[list, list]:
+    """Split rows into new ones and in-place updates of staged rows (one locked SELECT per batch)."""
+    q = table.q
+    info = [q(c) for c in (ddl.COL_OPERATION, ddl.COL_STATUS, ddl.COL_COLUMNS)]
+    by_key: dict[tuple[str, ...], list] = {}
+    for row in rows:
+        by_key.setdefault(row.key, []).append(row)
+    staged: dict[tuple, list] = {}
+    for key, group in by_key.items():
+        lookups = list({table.key_of(key, row.key_values) for row in group})
+        for found in table.existing(cursor, key, lookups, [table.column[rec.ID_ATTR]] + info, lock=True):
+            staged.setdefault((key, table.key_of(key, found[:len(key)])), []).append(found[len(key):])
+    inserts, updates, problems = [], [], []
+    for row in rows:
+        matches = staged.get((row.key, table.key_of(row.key, row.key_values)), [])
+        fields, values = _key_text(row.key, row.key_values)
+        if not matches:
+            inserts.append(row)
+            continue
+        if len(matches) > 1:
+            problems.append(Problem(f"{len(matches)} staged rows have this key; use a unique key such as @id",
+                                    record=row.index, attribute="_key", value=values, line=row.line))
+            continue
+        staged_id, previous_op, status, previous_columns = matches[0]
+        if row.operation == rec.INSERT:
+            problems.append(Problem("already staged; _operation=\"insert\" only adds new keys (use the default "
+                                    "insertOrUpdate to change it)", record=row.index, attribute=fields,
+                                    value=values, line=row.line))
+            continue
+        if rec.ID_ATTR in row.supplied and row.id != staged_id:
+            problems.append(Problem(f"the staged row with this key has id '{staged_id}'; an id cannot change",
+                                    record=row.index, attribute=rec.ID_ATTR, value=str(row.id), line=row.line))
+            continue
+        row.values[rec.ID_ATTR] = staged_id
+        row.generated = False
+        if status in ddl.UNSYNCED_STATUSES:
+            operation, keep = rec.merge_operation(previous_op, row.operation)
+        else:  # the previous operation reached the cloud: this one starts afresh
+            operation, keep = row.operation, False
+        columns = [c for c in (previous_columns or "").split(",") if c] if keep else []
+        updates.append((row, operation, ",".join(dict.fromkeys(columns + list(row.supplied)))))
+    if problems:
+        raise Conflict(f"{len(problems)} record(s) conflict with staged rows; nothing was written.",
+                       sorted(problems, key=lambda p: p.record))
+    return inserts, updates
+
+
+def _stage_updates(cursor, table: _Table, updates: list, now) -> None:
+    """In-place updates, one executemany per set of supplied attributes."""
+    q = table.q
+    groups: dict[tuple[str, ...], list] = {}
+    for row, operation, columns in updates:
+        changed = tuple(n for n in row.supplied if n != rec.ID_ATTR)
+        groups.setdefault(changed, []).append((row, operation, columns))
+    for changed, group in groups.items():
+        assignments = [f"{table.column[n]} = %s" for n in changed] + [
+            f"{q(ddl.COL_DELETE)} = %s", f"{q(ddl.COL_LAST_MODIFIED)} = %s", f"{q(ddl.COL_OPERATION)} = %s",
+            f"{q(ddl.COL_COLUMNS)} = %s", f"{q(ddl.COL_STATUS)} = '{ddl.STATUS_PENDING}'",
+            f"{q(ddl.COL_ATTEMPTS)} = 0", f"{q(ddl.COL_ERROR)} = NULL",
+            f"{q(ddl.COL_VERSION)} = {q(ddl.COL_VERSION)} + 1",
+        ]
+        sql = f"UPDATE {table.name} SET {', '.join(assignments)} WHERE {table.column[rec.ID_ATTR]} = %s"
+        cursor.executemany(sql, [
+            [table.db(n, row.values.get(n)) for n in changed]
+            + [1 if operation == rec.DELETE else 0, now, operation, columns, row.id]
+            for row, operation, columns in group
+        ])
+
+
+def records_write(*, schema_id: str, records: Sequence[rec.RecordInput], user) -> None:
+    """Write/WriteCollection: apply `records` straight to the cloud table of the source schema
+    `schema_id` ("ns:name"), bypassing staging. Same grammar as IngestExt; an update of a missing
+    record does nothing, as in Campaign. Needs `staging.write_cloud`.
+    """
+    _require_permission(user, "staging.write_cloud", "write to cloud tables")
+    _require_size(records)
+    schema = cloud_schema_get(schema_id=schema_id)
+    description = schema.description
+    rows = rec.validated_rows(description, records, mode=rec.WRITE)
+    alias = ddl.CLOUD if description.is_cloud else ddl.LOCAL
+    table = _Table(description, name=description.sql_table, alias=alias)
+    try:
+        with transaction.atomic(using=alias), table.connection.cursor() as cursor:
+            _write_rows(cursor, table, rows)
+    except IntegrityError as exc:
+        raise Conflict(
+            f"The cloud table of {schema.schema_id} refused the write (a unique key is already present); "
+            "nothing was written.", [Problem(str(exc).splitlines()[0])],
+        ) from None
+
+
+def _write_rows(cursor, table: _Table, rows: list) -> None:
+    keyed = [r for r in rows if r.operation in (rec.INSERT_OR_UPDATE, rec.UPDATE)]
+    present: set = set()
+    by_key: dict[tuple[str, ...], list] = {}
+    for row in keyed:
+        by_key.setdefault(row.key, []).append(row)
+    for key, group in by_key.items():
+        lookups = list({table.key_of(key, row.key_values) for row in group})
+        present |= {(key, table.key_of(key, found)) for found in table.existing(cursor, key, lookups, [])}
+    inserts: dict[tuple, list] = {}
+    updates: dict[tuple, list] = {}
+    deletes: dict[tuple, list] = {}
+    for row in rows:
+        exists = (row.key, table.key_of(row.key, row.key_values)) in present
+        if row.operation == rec.DELETE:
+            deletes.setdefault(row.key, []).append(row)
+        elif row.operation == rec.INSERT or (row.operation == rec.INSERT_OR_UPDATE and not exists):
+            columns = tuple(dict.fromkeys(((rec.ID_ATTR,) if rec.ID_ATTR in row.values else ()) + row.supplied))
+            inserts.setdefault(columns, []).append(row)
+        elif exists:
+            changed = tuple(n for n in row.supplied if n != rec.ID_ATTR and n not in row.key)
+            if changed:
+                updates.setdefault((row.key, changed), []).append(row)
+        # update of a missing record: nothing to do (Campaign's Write does the same)
+    for columns, group in inserts.items():
+        sql = (f"INSERT INTO {table.name} ({', '.join(table.column[n] for n in columns)}) "
+               f"VALUES ({', '.join(['%s'] * len(columns))})")
+        cursor.executemany(sql, [[table.db(n, row.values.get(n)) for n in columns] for row in group])
+    for (key, changed), group in updates.items():
+        where = " AND ".join(f"{table.column[n]} = %s" for n in key)
+        sql = f"UPDATE {table.name} SET {', '.join(f'{table.column[n]} = %s' for n in changed)} WHERE {where}"
+        cursor.executemany(sql, [[table.db(n, row.values.get(n)) for n in changed + key] for row in group])
+    for key, group in deletes.items():
+        where = " AND ".join(f"{table.column[n]} = %s" for n in key)
+        cursor.executemany(f"DELETE FROM {table.name} WHERE {where}",
+                           [[table.db(n, v) for n, v in zip(key, row.key_values)] for row in group])

@@ -1,0 +1,592 @@
+"""Records as callers send them, and their validation against a schema. Pure: no Django, no database.
+
+SOAP documents, REST bodies and ingest files all become `RecordInput`s (raw text per attribute, the
+`_key` and `_operation` Campaign's write grammar adds). `validate_records` turns them into `Row`s of
+typed values, or into the list of every problem found (record, attribute, value, what is accepted),
+so a call is rejected as a whole with everything the caller has to fix. `collapse_rows` then applies
+the per-key rules of one call (duplicates refused by Ingest, merged in order by IngestExt and Write),
+and `merge_operation` says what an operation does to a row that is already staged.
+"""
+
+import math
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timezone
+from typing import Any, Callable, Iterable, Sequence
+
+from campaignsite.errors import InvalidInput, Problem
+from staging.srcschema import Attribute, SchemaDescription
+
+# Modes: which API the records came through. They differ in operations and technical fields allowed.
+INGEST = "ingest"
+INGEST_EXT = "ingest_ext"
+WRITE = "write"
+MODES = (INGEST, INGEST_EXT, WRITE)
+
+INSERT = "insert"
+INSERT_OR_UPDATE = "insertOrUpdate"
+UPDATE = "update"
+DELETE = "delete"
+OPERATIONS = (INSERT_OR_UPDATE, INSERT, UPDATE, DELETE)
+
+KEY_ATTR = "_key"
+OPERATION_ATTR = "_operation"
+SCHEMA_ATTR = "xtkschema"
+# Campaign's technical field of staging schemas: `delete="true"` marks a deletion (or, for the
+# subscription request log, an opt-out). Accepted by Ingest/IngestExt, stored in iDelete.
+DELETE_ATTR = "delete"
+ID_ATTR = "id"
+
+_INT_RANGES = {
+    "byte": (-(2**7), 2**7 - 1),
+    "short": (-(2**15), 2**15 - 1),
+    "long": (-(2**31), 2**31 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+}
+_FLOAT_MAX = 3.4028234663852886e38  # REAL (4-byte float) on PostgreSQL
+_BOOLEANS = {"true": 1, "1": 1, "false": 0, "0": 0}
+_XPATH_RE = re.compile(r"^\[?@([A-Za-z][A-Za-z0-9_-]*)\]?$")
+_INT_RE = re.compile(r"^[+-]?\d+$")
+
+
+# --- Input -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RecordInput:
+    """One record as the caller wrote it."""
+
+    values: dict[str, str | None]  # attribute name -> raw text (None: JSON null)
+    key: tuple[str, ...] | None  # from _key: "@email, [@x]" -> ("email", "x"); None when absent
+    operation: str | None  # _operation as written, None when absent
+    line: int | None = None  # source line (XML element, file line) for error messages
+
+
+def parse_key(raw: str) -> tuple[str, ...]:
+    """`_key="@email, [@folder-id]"` -> ("email", "folder-id"). Parts that are not `@name` XPaths are
+    kept as written, so validation can name them."""
+    parts = []
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        match = _XPATH_RE.match(part)
+        parts.append(match.group(1) if match else part)
+    return tuple(parts)
+
+
+def record_from_element(element, index: int) -> RecordInput:
+    """A record element (`<sampleTableStg a="..." _key="@id"/>`) as a RecordInput.
+
+    Raises InvalidInput for child elements or text inside the record: records are flat documents
+    (links and XML collections inside a record are not supported).
+    """
+    for child in element:
+        if isinstance(child.tag, str):
+            raise InvalidInput(
+                f"Record {index} contains an element <{child.tag}>; records must be flat.",
+                [Problem("child elements (links, collections) inside a record are not supported; write the data "
+                         "as attributes of the record element", record=index, attribute=child.tag,
+                         line=child.sourceline)],
+            )
+    if element.text and element.text.strip():
+        raise InvalidInput(
+            f"Record {index} contains text; values go in attributes.",
+            [Problem("text content inside a record is not accepted; write values as attributes",
+                     record=index, value=element.text.strip(), line=element.sourceline)],
+        )
+    values: dict[str, str | None] = {}
+    key = operation = None
+    for name, value in element.attrib.items():
+        if name == KEY_ATTR:
+            key = parse_key(value)
+        elif name == OPERATION_ATTR:
+            operation = value.strip()
+        elif name == SCHEMA_ATTR:
+            continue  # read by records_from_xml
+        else:
+            values[name] = value
+    return RecordInput(values=values, key=key, operation=operation, line=element.sourceline)
+
+
+def is_collection(element) -> bool:
+    return isinstance(element.tag, str) and element.tag.endswith("-collection")
+
+
+def records_from_xml(root) -> tuple[str | None, list[RecordInput]]:
+    """(xtkschema or None, records) of a document: one record element, or `<xxx-collection
+    xtkschema=...>` whose child elements are records (each may repeat the same xtkschema)."""
+    if not is_collection(root):
+        return root.get(SCHEMA_ATTR), [record_from_element(root, 0)]
+    schema_id = root.get(SCHEMA_ATTR)
+    records = []
+    for child in root:
+        if not isinstance(child.tag, str):
+            continue
+        index = len(records)
+        schema_id = check_record_schema(schema_id, child.get(SCHEMA_ATTR), index, child.sourceline)
+        records.append(record_from_element(child, index))
+    return schema_id, records
+
+
+def check_record_schema(collection_schema: str | None, record_schema: str | None, index: int, line) -> str | None:
+    """The schema a collection's record belongs to; a record naming another schema is an error."""
+    if record_schema is None or record_schema == collection_schema:
+        return collection_schema
+    if collection_schema is None and index == 0:
+        return record_schema
+    raise InvalidInput(
+        "The records of one collection must all belong to the same schema.",
+        [Problem(f"this record names xtkschema '{record_schema}' but the collection is '{collection_schema}'",
+                 record=index, attribute=SCHEMA_ATTR, value=record_schema, line=line)],
+    )
+
+
+def json_scalar(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
+        return value if isinstance(value, str) else repr(value)
+    raise TypeError
+
+
+def record_from_json(item, index: int, line: int | None = None) -> RecordInput:
+    """One JSON object as a RecordInput. `xtkschema` keys are left to the caller (see REST)."""
+    if not isinstance(item, dict):
+        raise InvalidInput(
+            f"Record {index} is not a JSON object.",
+            [Problem(f"each record is an object of attribute names to values, got {type(item).__name__}",
+                     record=index, line=line)],
+        )
+    values: dict[str, str | None] = {}
+    key = operation = None
+    problems = []
+    for name, value in item.items():
+        if name == KEY_ATTR:
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                key = tuple(p for v in value for p in parse_key(v))
+            elif isinstance(value, str):
+                key = parse_key(value)
+            else:
+                problems.append(Problem('_key is a string such as "@id" or "@email, @x", or a list of them',
+                                        record=index, attribute=KEY_ATTR, value=str(value), line=line))
+        elif name == OPERATION_ATTR:
+            if isinstance(value, str):
+                operation = value.strip()
+            else:
+                problems.append(Problem(f"_operation is one of {', '.join(OPERATIONS)}",
+                                        record=index, attribute=OPERATION_ATTR, value=str(value), line=line))
+        elif name == SCHEMA_ATTR:
+            continue
+        else:
+            try:
+                values[name] = json_scalar(value)
+            except TypeError:
+                problems.append(Problem("values are strings, numbers, booleans or null; nested objects and lists "
+                                        "are not accepted", record=index, attribute=name, value=str(value)[:80],
+                                        line=line))
+    if problems:
+        raise InvalidInput(f"Record {index} is not a valid record.", problems)
+    return RecordInput(values=values, key=key, operation=operation, line=line)
+
+
+def records_from_json(data) -> list[RecordInput]:
+    """Records of a decoded JSON body: one object, or an array of objects."""
+    items = data if isinstance(data, list) else [data]
+    records, problems = [], []
+    for index, item in enumerate(items):
+        try:
+            records.append(record_from_json(item, index))
+        except InvalidInput as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise InvalidInput(f"{len({p.record for p in problems})} record(s) are not valid records.", problems)
+    return records
+
+
+# --- Validation --------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    """A validated record (or several records of one call merged on their key), ready to write."""
+
+    index: int  # the first record it comes from
+    values: dict[str, Any]  # attribute name -> typed value, supplied attributes plus a generated id
+    supplied: tuple[str, ...]  # attribute names the caller supplied (what a partial update touches)
+    key: tuple[str, ...]  # reconciliation fields
+    operation: str
+    delete: bool = False  # Campaign's @delete technical field (staging only)
+    generated: bool = False  # the id was generated here, not supplied
+    line: int | None = None
+    indexes: list[int] = field(default_factory=list)  # every record merged into this row
+
+    @property
+    def key_values(self) -> tuple:
+        return tuple(self.values.get(name) for name in self.key)
+
+    @property
+    def id(self):
+        return self.values.get(ID_ATTR)
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+class _Converters:
+    """One conversion function per attribute of a schema, built once per call."""
+
+    def __init__(self, description: SchemaDescription):
+        self.by_name: dict[str, tuple[Attribute, Callable]] = {}
+        for attribute in description.attributes:
+            self.by_name[attribute.name] = (attribute, _converter(description, attribute))
+
+
+def _converter(description: SchemaDescription, attribute: Attribute) -> Callable[[str], Any]:
+    """A function raw text -> typed value that raises ValueError with what would be accepted."""
+    kind = attribute.type
+    if description.autopk and attribute.name == ID_ATTR:
+        base = _string_converter(attribute.length or 255)  # caller keys such as "ABC12345" are kept as-is
+    elif kind == "string":
+        base = _string_converter(attribute.length)
+    elif kind == "memo":
+        base = str
+    elif kind == "boolean":
+        base = _to_boolean
+    elif kind in _INT_RANGES:
+        base = _integer_converter(kind)
+    elif kind in ("float", "double"):
+        base = _float_converter(kind)
+    elif kind == "date":
+        base = parse_date
+    elif kind == "time":
+        base = parse_time
+    elif kind == "datetimenotz":
+        base = parse_datetime_naive
+    elif kind in ("datetime", "datetimetz"):
+        base = parse_datetime
+    elif kind == "uuid":
+        base = _to_uuid
+    else:  # srcschema only lets the types above through
+        raise ValueError(f"unsupported type {kind}")
+    if not attribute.enum:
+        return base
+    enumeration = description.enumerations_by_name.get(attribute.enum)
+
+    def from_enumeration(raw: str):
+        stored = enumeration.accepts(raw)
+        if stored is None:
+            listed = ", ".join(v.value if v.value == v.name else f"{v.value} ({v.name})" for v in enumeration.values)
+            raise ValueError(f"not a value of enumeration '{enumeration.name}'; accepted: {listed}")
+        return base(stored)
+
+    return from_enumeration
+
+
+def _string_converter(length: int | None):
+    def to_string(raw: str) -> str:
+        if length is not None and len(raw) > length:
+            raise ValueError(f"is {len(raw)} characters long; the attribute holds at most {length}")
+        return raw
+
+    return to_string
+
+
+def _to_boolean(raw: str) -> int:
+    try:
+        return _BOOLEANS[raw.strip().lower()]
+    except KeyError:
+        raise ValueError("not a boolean; accepted: true, false, 1, 0") from None
+
+
+def _integer_converter(kind: str):
+    low, high = _INT_RANGES[kind]
+
+    def to_integer(raw: str) -> int:
+        text = raw.strip()
+        if not _INT_RE.match(text):
+            raise ValueError(f"not a whole number ({kind}: {low} to {high})")
+        number = int(text)
+        if not low <= number <= high:
+            raise ValueError(f"out of range for {kind} ({low} to {high})")
+        return number
+
+    return to_integer
+
+
+def _float_converter(kind: str):
+    def to_float(raw: str) -> float:
+        try:
+            number = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"not a number ({kind}, e.g. 12.5 or 1e-3)") from None
+        if math.isnan(number) or math.isinf(number) or (kind == "float" and abs(number) > _FLOAT_MAX):
+            raise ValueError(f"out of range for {kind}")
+        return number
+
+    return to_float
+
+
+def _to_uuid(raw: str) -> str:
+    try:
+        return str(uuid.UUID(raw.strip()))
+    except ValueError:
+        raise ValueError("not a UUID (e.g. e1e7c8b3-6f79-44da-a72d-49ed0f73db2c)") from None
+
+
+_DATETIME_HINT = "accepted: 2026-11-22 10:52:27.000Z (as Campaign writes it) or ISO 8601 (2026-11-22T10:52:27+01:00)"
+
+
+def _parse_iso_datetime(raw: str) -> datetime:
+    text = raw.strip()
+    try:
+        # Python 3.11 reads ISO 8601 including "Z", a space separator and Campaign's ".000Z".
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not a date-time; {_DATETIME_HINT}") from None
+
+
+def parse_datetime(raw: str) -> datetime:
+    """An aware UTC datetime; values without an offset are UTC, as Campaign's API dates are."""
+    value = _parse_iso_datetime(raw)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def parse_datetime_naive(raw: str) -> datetime:
+    """A naive datetime for datetimenotz: the wall-clock time as written (an offset is converted to UTC)."""
+    value = _parse_iso_datetime(raw)
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def parse_date(raw: str) -> date:
+    text = raw.strip()
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        pass
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("not a date; accepted: YYYY-MM-DD (e.g. 2026-11-22)") from None
+    if value.time() != time(0, 0):
+        raise ValueError("a date has no time of day; send YYYY-MM-DD")
+    return value.date()
+
+
+def parse_time(raw: str) -> time:
+    try:
+        value = time.fromisoformat(raw.strip())
+    except ValueError:
+        raise ValueError("not a time of day; accepted: HH:MM:SS or HH:MM:SS.fff") from None
+    return value.replace(tzinfo=None)
+
+
+def _accepted(description: SchemaDescription, mode: str) -> str:
+    names = [a.name for a in description.attributes]
+    if mode != WRITE:
+        names.append(DELETE_ATTR)
+    return ", ".join(names)
+
+
+def validate_records(
+    description: SchemaDescription,
+    records: Sequence[RecordInput],
+    *,
+    mode: str,
+    make_id: Callable[[], str] = new_uuid,
+) -> tuple[list[Row], list[Problem]]:
+    """Typed rows for `records`, one per record in order, and every problem found.
+
+    Nothing is collapsed here (see `collapse_rows`). A generated id is set for records that need a
+    new row and did not supply one: Ingest without an id, IngestExt/Write keyed on other fields.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}")
+    converters = _Converters(description).by_name
+    rows: list[Row] = []
+    problems: list[Problem] = []
+    allowed_ops = (INSERT,) if mode == INGEST else OPERATIONS
+    has_id = description.attribute(ID_ATTR) is not None
+    for index, record in enumerate(records):
+        line = record.line
+        found: list[Problem] = []
+
+        def problem(message, attribute=None, value=None):
+            found.append(Problem(message, record=index, attribute=attribute, value=value, line=line))
+
+        operation = record.operation or (INSERT if mode == INGEST else INSERT_OR_UPDATE)
+        if operation not in allowed_ops:
+            if mode == INGEST:
+                problem("Ingest only inserts; use IngestExt to update or delete", OPERATION_ATTR, operation)
+            else:
+                problem(f"unknown operation; accepted: {', '.join(OPERATIONS)}", OPERATION_ATTR, operation)
+
+        values: dict[str, Any] = {}
+        supplied: list[str] = []
+        delete = False
+        for name, raw in record.values.items():
+            entry = converters.get(name)
+            if entry is None:
+                if name == DELETE_ATTR and mode != WRITE:
+                    try:
+                        delete = bool(_to_boolean(raw or ""))
+                    except ValueError as exc:
+                        problem(str(exc), name, raw)
+                    continue
+                problem(f"unknown attribute; {description.id} accepts: {_accepted(description, mode)}", name, raw)
+                continue
+            attribute, convert = entry
+            if raw is None or (raw == "" and attribute.type not in ("string", "memo")):
+                if attribute.type in ("boolean",) + tuple(_INT_RANGES) + ("float", "double"):
+                    problem(f"a {attribute.type} needs a value (numbers are never empty in Campaign; send 0)",
+                            name, raw)
+                    continue
+                if attribute.not_null or (has_id and name == ID_ATTR):
+                    problem("this attribute cannot be empty", name, raw)
+                    continue
+                values[name] = None
+                supplied.append(name)
+                continue
+            try:
+                values[name] = convert(raw)
+            except ValueError as exc:
+                problem(str(exc), name, raw)
+                continue
+            supplied.append(name)
+
+        if delete and mode == INGEST_EXT:
+            # In IngestExt, Campaign's @delete flag asks for a deletion, like _operation="delete".
+            if record.operation is None:
+                operation = DELETE
+            elif operation != DELETE:
+                problem(f'delete="true" contradicts _operation="{operation}"; use _operation="delete"',
+                        DELETE_ATTR, "true")
+
+        # Reconciliation key: _key as written, else the primary key (Ingest: only when an id is given).
+        key = record.key
+        if key is not None and not key:
+            problem("_key names no attribute; write it as \"@id\" or \"@email, @other\"", KEY_ATTR, "")
+        for name in key or ():
+            if name not in converters:
+                problem(f"_key names '{name}', which is not an attribute of {description.id}; accepted: "
+                        f"{', '.join(a.name for a in description.attributes)} (as @name)", KEY_ATTR, name)
+        if key is None:
+            if mode == INGEST and ID_ATTR not in values:
+                key = None
+            else:
+                key = tuple(description.primary_key)
+        generated = False
+        if key is not None and not found:
+            missing = [name for name in key if values.get(name) in (None, "")]
+            if missing:
+                no_key_insert = mode == WRITE and operation in (INSERT, INSERT_OR_UPDATE) and record.key is None
+                if not no_key_insert:
+                    problem(f"the record has no usable key: {', '.join('@' + n for n in missing)} "
+                            f"{'is' if len(missing) == 1 else 'are'} missing (_key is "
+                            f"\"{', '.join('@' + n for n in key)}\")", KEY_ATTR, ", ".join("@" + n for n in key))
+                else:
+                    key = None  # Write without a key: a plain insert with a new id
+            if operation == DELETE:
+                extra = [n for n in supplied if n not in key]
+                if extra:
+                    problem(f"a delete takes only the key ({', '.join('@' + n for n in key)}); remove "
+                            f"{', '.join(extra)}", extra[0], str(record.values.get(extra[0])))
+        if found:
+            problems.extend(found)
+            continue
+        if has_id and ID_ATTR not in values:
+            values[ID_ATTR] = make_id()
+            generated = True
+        if key is None:
+            key = tuple(description.primary_key)
+        rows.append(Row(index=index, values=values, supplied=tuple(supplied), key=key, operation=operation,
+                        delete=delete or operation == DELETE, generated=generated, line=line, indexes=[index]))
+    return rows, problems
+
+
+# --- One call's records on the same key --------------------------------------------------------
+
+def merge_operation(previous: str, new: str) -> tuple[str, bool]:
+    """The operation a row carries after `new` is applied on top of a pending `previous`, and
+    whether the previously supplied columns still count (False: start from the new ones only).
+
+    insert + update/insertOrUpdate -> insert (the row does not exist yet; merged values);
+    anything + delete -> delete; delete + insertOrUpdate -> insertOrUpdate with the new columns only;
+    delete + update -> delete (an update of a deleted record does nothing); update + insertOrUpdate ->
+    insertOrUpdate. `insert` on top of anything is refused by the caller (already staged).
+    """
+    if new == DELETE:
+        return DELETE, False
+    if previous == DELETE:
+        return (INSERT_OR_UPDATE, False) if new == INSERT_OR_UPDATE else (DELETE, True)
+    if previous == INSERT:
+        return INSERT, True
+    if previous == INSERT_OR_UPDATE or new == INSERT_OR_UPDATE:
+        return INSERT_OR_UPDATE, True
+    return UPDATE, True
+
+
+def merge_rows(first: Row, second: Row) -> Row:
+    """`second` applied on top of `first` (same key): last value wins per column."""
+    operation, keep = merge_operation(first.operation, second.operation)
+    if keep:
+        values = {**first.values, **second.values}
+        supplied = tuple(dict.fromkeys(first.supplied + second.supplied))
+    else:
+        values = {**second.values}
+        supplied = second.supplied
+    generated = False
+    if ID_ATTR in second.supplied:
+        values[ID_ATTR] = second.values[ID_ATTR]
+    elif ID_ATTR in first.values:
+        # One row per key: the id the first record got (supplied or generated) stays.
+        values[ID_ATTR] = first.values[ID_ATTR]
+        generated = first.generated
+    return Row(index=first.index, values=values, supplied=supplied, key=first.key, operation=operation,
+               delete=operation == DELETE, generated=generated, line=first.line,
+               indexes=first.indexes + second.indexes)
+
+
+def collapse_rows(rows: Iterable[Row], *, mode: str) -> tuple[list[Row], list[Problem]]:
+    """One row per key. Ingest (and `insert`) refuses a key repeated within the call; IngestExt and
+    Write merge repeated keys in document order."""
+    position: dict[tuple, int] = {}
+    problems: list[Problem] = []
+    out: list[Row] = []
+    for row in rows:
+        identity = (row.key, row.key_values)
+        at = position.get(identity)
+        if at is None:
+            position[identity] = len(out)
+            out.append(row)
+            continue
+        previous = out[at]
+        if mode == INGEST or row.operation == INSERT:
+            keys = ", ".join(f"@{n}={v}" for n, v in zip(row.key, row.key_values))
+            problems.append(Problem(
+                f"repeats the key of record {previous.indexes[-1]} ({keys}); Ingest inserts each key once "
+                "(use IngestExt to update it)", record=row.index, attribute=KEY_ATTR, value=keys, line=row.line))
+            continue
+        out[at] = merge_rows(previous, row)
+    return out, problems
+
+
+def validated_rows(description: SchemaDescription, records: Sequence[RecordInput], *, mode: str,
+                   make_id: Callable[[], str] = new_uuid) -> list[Row]:
+    """Validated and collapsed rows, or InvalidInput listing every bad record."""
+    rows, problems = validate_records(description, records, mode=mode, make_id=make_id)
+    rows, duplicates = collapse_rows(rows, mode=mode)
+    problems += duplicates
+    if problems:
+        bad = len({p.record for p in problems})
+        raise InvalidInput(
+            f"{bad} of {len(records)} record(s) are invalid; nothing was written.",
+            sorted(problems, key=lambda p: (p.record if p.record is not None else -1)),
+        )
+    return rows
