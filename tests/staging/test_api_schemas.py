@@ -1,5 +1,6 @@
 """REST API for schemas (SPEC §4.3): real HTTP handling through Django's test client, real databases."""
 
+import io
 import re
 
 import pytest
@@ -8,7 +9,9 @@ from django.db import connections
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from staging import services
+from campaignsite.errors import TooLarge
+from staging import ddl, services
+from staging.api.parsers import read_bounded
 from staging.models import Schema
 from tests.conftest import BOTH_DATABASES
 
@@ -173,6 +176,22 @@ def test_a_50_mb_xml_body_is_413_and_saves_nothing(admin_api, settings):
     assert response.json()["code"] == "CST-413000"
     assert str(settings.SCHEMA_MAX_BYTES) in response.json()["error"]
     assert not Schema.objects.exists()
+
+
+def test_invalid_json_is_400(admin_api):
+    response = admin_api.post(LIST, '{"source": ', content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "CST-400200"
+
+
+def test_the_body_reader_stops_one_byte_past_the_limit():
+    # A client may send no Content-Length or a wrong one: the reader must still not swallow the body.
+    stream = io.BytesIO(b"x" * 10_000)
+
+    with pytest.raises(TooLarge):
+        read_bounded(stream, limit=1000)
+    assert stream.tell() == 1001
 
 
 def test_a_source_above_the_limit_in_json_is_413_and_saves_nothing(admin_api, settings):
@@ -360,6 +379,21 @@ def test_delete_of_a_built_in_schema_is_409(admin_api):
     assert response.status_code == 409
     assert "built-in" in response.json()["error"]
     assert Schema.objects.filter(name="recipient").exists()
+
+
+def test_delete_while_staged_rows_wait_is_409(admin_api, sample):
+    services.schema_set_auto_stg(schema=sample, enabled=True)
+    admin_api.post(UPDATE)
+    connection = connections["default"]
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {ddl.quote('DemSampleTableStg', connection.vendor)} "
+                       f"({ddl.quote('uSampleTableId', connection.vendor)}) VALUES ('ABC12345')")
+
+    response = admin_api.delete(DETAIL)
+
+    assert response.status_code == 409
+    assert "1 staged row(s) are not synchronized" in response.json()["error"]
+    assert Schema.objects.exists()
 
 
 # --- Authentication and permissions -------------------------------------------------------
