@@ -1,0 +1,147 @@
+"""The pure record layer: reading documents, validating values, merging operations. No database."""
+
+import pytest
+
+from campaignsite.errors import InvalidInput
+from staging.records import (
+    DELETE, INGEST, INGEST_EXT, INSERT, INSERT_OR_UPDATE, UPDATE, WRITE, RecordInput, collapse_rows,
+    merge_operation, parse_key, records_from_json, records_from_xml, validate_records,
+)
+from staging.srcschema import parse_srcschema
+from staging.xml import parse_xml
+from tests.staging.conftest import SAMPLE_SOURCE, TYPED_SOURCE
+
+SAMPLE = parse_srcschema(SAMPLE_SOURCE)
+TYPED = parse_srcschema(TYPED_SOURCE)
+
+
+def xml(text: str):
+    return parse_xml(text, max_bytes=1_000_000)
+
+
+def counter():
+    numbers = iter(range(1000))
+    return lambda: f"gen-{next(numbers)}"
+
+
+def test_a_single_record_document_gives_its_schema_and_one_record():
+    schema, records = records_from_xml(xml(
+        '<sampleTableStg _key="@id" id="ABC12345" testcol1="v" xtkschema="dem:sampleTableStg"/>'))
+    assert schema == "dem:sampleTableStg"
+    assert records == [RecordInput(values={"id": "ABC12345", "testcol1": "v"}, key=("id",), operation=None, line=1)]
+
+
+def test_a_collection_gives_every_record_with_its_line():
+    schema, records = records_from_xml(xml(
+        '<sampleTableStg-collection xtkschema="dem:sampleTableStg">\n'
+        '  <sampleTableStg testcol1="a"/>\n'
+        '  <sampleTableStg testcol1="b" _operation="delete" xtkschema="dem:sampleTableStg"/>\n'
+        '</sampleTableStg-collection>'))
+    assert schema == "dem:sampleTableStg"
+    assert [(r.values, r.operation, r.line) for r in records] == [
+        ({"testcol1": "a"}, None, 2), ({"testcol1": "b"}, "delete", 3)]
+
+
+def test_a_document_without_xtkschema_reports_none():
+    assert records_from_xml(xml('<sampleTableStg testcol1="a"/>'))[0] is None
+
+
+def test_a_collection_record_naming_another_schema_is_refused():
+    with pytest.raises(InvalidInput) as caught:
+        records_from_xml(xml('<x-collection xtkschema="dem:aStg"><x/><x xtkschema="dem:bStg"/></x-collection>'))
+    assert (caught.value.problems[0].record, caught.value.problems[0].attribute) == (1, "xtkschema")
+
+
+def test_child_elements_inside_a_record_are_refused():
+    with pytest.raises(InvalidInput) as caught:
+        records_from_xml(xml('<sampleTableStg testcol1="a"><folder name="x"/></sampleTableStg>'))
+    assert caught.value.problems[0].attribute == "folder"
+
+
+def test_keys_are_read_from_comma_separated_xpaths():
+    assert parse_key("@email, [@folder-id]") == ("email", "folder-id")
+    assert parse_key("@id") == ("id",)
+    assert parse_key("location/@city") == ("location/@city",)  # kept, so validation can name it
+
+
+def test_json_records_turn_scalars_into_text():
+    (record,) = records_from_json({"count": 3, "flag": True, "none": None, "_key": "@id", "_operation": "update"})
+    assert record == RecordInput(values={"count": "3", "flag": "true", "none": None}, key=("id",), operation="update")
+
+
+def test_json_nested_values_are_refused_naming_record_and_attribute():
+    with pytest.raises(InvalidInput) as caught:
+        records_from_json([{"a": "ok"}, {"a": {"nested": 1}}])
+    assert (caught.value.problems[0].record, caught.value.problems[0].attribute) == (1, "a")
+
+
+def test_json_items_must_be_objects():
+    with pytest.raises(InvalidInput):
+        records_from_json(["text"])
+
+
+def test_validation_lists_every_problem_of_every_record():
+    records = [RecordInput({"tiny": "999", "flag": "x"}, None, None), RecordInput({"code": "toolong"}, None, None)]
+    rows, problems = validate_records(TYPED, records, mode=INGEST)
+    assert rows == []
+    assert [(p.record, p.attribute) for p in problems] == [(0, "tiny"), (0, "flag"), (1, "code")]
+
+
+def test_ingest_generates_an_id_only_when_none_is_supplied():
+    rows, _ = validate_records(SAMPLE, [RecordInput({"testcol1": "a"}, None, None),
+                                        RecordInput({"id": "X"}, ("id",), None)], mode=INGEST, make_id=counter())
+    assert [(r.id, r.generated, r.supplied) for r in rows] == [("gen-0", True, ("testcol1",)), ("X", False, ("id",))]
+
+
+def test_a_key_naming_an_unknown_attribute_is_refused():
+    _, problems = validate_records(SAMPLE, [RecordInput({"id": "X"}, ("email",), None)], mode=INGEST_EXT)
+    assert problems[0].attribute == "_key" and problems[0].value == "email"
+
+
+def test_unknown_operations_are_refused_listing_the_accepted_ones():
+    _, problems = validate_records(SAMPLE, [RecordInput({"id": "X"}, None, "upsert")], mode=INGEST_EXT)
+    assert "insertOrUpdate" in problems[0].message
+
+
+def test_the_delete_flag_asks_ingest_ext_for_a_deletion():
+    rows, _ = validate_records(SAMPLE, [RecordInput({"id": "X", "delete": "true"}, None, None)], mode=INGEST_EXT)
+    assert (rows[0].operation, rows[0].delete) == (DELETE, True)
+
+
+def test_the_delete_flag_is_stored_by_ingest_and_unknown_to_write():
+    rows, _ = validate_records(SAMPLE, [RecordInput({"delete": "1"}, None, None)], mode=INGEST)
+    assert (rows[0].operation, rows[0].delete) == (INSERT, True)
+    _, problems = validate_records(SAMPLE, [RecordInput({"id": "X", "delete": "1"}, None, None)], mode=WRITE)
+    assert problems[0].attribute == "delete"
+
+
+@pytest.mark.parametrize("previous, new, expected", [
+    (INSERT, UPDATE, (INSERT, True)),
+    (INSERT, INSERT_OR_UPDATE, (INSERT, True)),
+    (INSERT, DELETE, (DELETE, False)),
+    (INSERT_OR_UPDATE, UPDATE, (INSERT_OR_UPDATE, True)),
+    (UPDATE, UPDATE, (UPDATE, True)),
+    (UPDATE, INSERT_OR_UPDATE, (INSERT_OR_UPDATE, True)),
+    (DELETE, INSERT_OR_UPDATE, (INSERT_OR_UPDATE, False)),
+    (DELETE, UPDATE, (DELETE, True)),
+    (UPDATE, DELETE, (DELETE, False)),
+])
+def test_operations_on_one_key_merge_by_the_documented_rule(previous, new, expected):
+    assert merge_operation(previous, new) == expected
+
+
+def test_repeated_keys_merge_in_order_for_ingest_ext():
+    records = [RecordInput({"id": "K", "testcol1": "1", "testcol2": "1"}, None, None),
+               RecordInput({"id": "K", "testcol1": "2"}, None, None)]
+    rows, _ = validate_records(SAMPLE, records, mode=INGEST_EXT)
+    (row,), problems = collapse_rows(rows, mode=INGEST_EXT)
+    assert problems == []
+    assert row.values == {"id": "K", "testcol1": "2", "testcol2": "1"}
+    assert row.indexes == [0, 1]
+
+
+def test_repeated_keys_are_refused_for_ingest():
+    records = [RecordInput({"id": "K"}, ("id",), None), RecordInput({"id": "K"}, ("id",), None)]
+    rows, _ = validate_records(SAMPLE, records, mode=INGEST)
+    _, problems = collapse_rows(rows, mode=INGEST)
+    assert problems[0].record == 1
