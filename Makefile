@@ -23,8 +23,8 @@ $(VENV)/.installed-test: requirements.txt requirements-dev.txt | $(PY)
 	@touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
-	$(MANAGE) migrate --noinput
-	$(MANAGE) migrate --database cloud --noinput
+	$(MANAGE) migrate --noinput --verbosity 0
+	$(MANAGE) migrate --database cloud --noinput --verbosity 0
 	$(MANAGE) createcachetable
 	$(MANAGE) load_builtin_schemas
 	@# setup_schedules arrives with the sync; until then there is nothing to schedule.
