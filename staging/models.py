@@ -79,5 +79,70 @@ class Schema(models.Model):
         return ddl.desired_tables(self.description)
 
 
+class SyncRun(models.Model):
+    """One synchronization of a schema's staged rows into its cloud table (SPEC §5)."""
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule"
+        ADMIN = "admin"
+        API = "api"
+        SOAP = "soap"
+        COMMAND = "command"
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"  # every sent row synced or skipped
+        PARTIAL = "partial"  # finished, but some rows failed
+        FAILED = "failed"  # stopped by a run-level error; unapplied rows stay pending
+        BUSY = "busy"  # another sync of the schema held the lease; nothing done
+
+    schema = models.CharField(max_length=130, db_index=True)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    started_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    sent = models.PositiveIntegerField(default=0)
+    inserted = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    deleted = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-pk"]
+        indexes = [models.Index(fields=["schema", "-started_at"], name="staging_syncrun_schema_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.schema} {self.started_at:%Y-%m-%d %H:%M:%S} {self.status}"
+
+    @property
+    def duration(self):
+        return (self.finished_at - self.started_at) if self.finished_at else None
+
+
+class SyncLease(models.Model):
+    """A named lease: at most one holder until it expires (the cross-process sync mutex)."""
+
+    name = models.CharField(max_length=160, primary_key=True)
+    holder = models.CharField(max_length=255, blank=True)
+    expires_at = models.DateTimeField()
+
+
+class SyncLedger(models.Model):
+    """Outcomes of one applied batch, written in the CLOUD database in the same transaction as the batch.
+
+    The cloud write and the staging bookkeeping live in two databases, so a crash between the two
+    commits would otherwise leave applied rows marked pending. The next run reads these entries first
+    and records their outcomes instead of applying the rows again (campaignsite.routers puts this
+    model in the cloud database).
+    """
+
+    schema = models.CharField(max_length=130, db_index=True)
+    outcomes = models.JSONField()  # [[seq, version, status, error], ...]
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
 # Declared in its own module (with the services that use it) and imported so Django registers it.
 from staging.soap_sessions import SoapSession  # noqa: E402, F401
+from staging.idempotency import IdempotencyRecord  # noqa: E402, F401
