@@ -1,0 +1,410 @@
+"""Replicate staged rows into the cloud tables (Campaign's "Replicate Staging data").
+
+How one schema is synchronized (docs/sync.md has the full story and the tests behind each promise):
+
+1. Take the schema's lease (`lease_acquire`): one sync per schema at a time, across processes and
+   machines. A lease left by a crashed process on this host is taken over at once; elsewhere it
+   expires after LEASE_SECONDS.
+2. Recover: outcomes that a crashed run committed to the cloud but never recorded in staging
+   (`SyncLedger`) are recorded now, so those rows are not applied twice.
+3. Read pending rows in ingestion order (iStgSeq), a batch at a time. A batch holds one
+   reconciliation key shape and each key value once; a repeat ends the batch so order is kept.
+4. Apply the batch in ONE cloud transaction with set-based SQL over a temporary table: mark which
+   keys exist, delete, partial update (only the columns the caller supplied), insert; then write the
+   batch's outcomes to the ledger in the same transaction.
+5. Record outcomes in staging with a version check: a row re-ingested meanwhile keeps its new
+   values and stays pending. Then drop the ledger entry.
+
+A statement that fails for some rows (e.g. a NOT NULL column left empty) is retried on halves of
+the batch until the guilty rows are isolated and marked failed; the others go through. Errors that
+are not about rows (cloud unreachable, structure out of date) stop the run and leave rows pending.
+"""
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.db import DatabaseError, DataError, IntegrityError, connections, transaction
+from django.utils import timezone
+
+from campaignsite.errors import Conflict
+from staging import ddl
+from staging.ddl import quote
+from staging.models import Schema, StructureState, SyncLease, SyncLedger, SyncRun
+from staging.srcschema import SchemaDescription
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 5000
+LEASE_SECONDS = 300
+
+OP_INSERT = "insert"
+OP_INSERT_OR_UPDATE = "insertOrUpdate"
+OP_UPDATE = "update"
+OP_DELETE = "delete"
+
+
+class SyncRefused(Conflict):
+    code = "CST-409300"
+
+
+# --- Lease ----------------------------------------------------------------------------------
+
+def _holder_is_dead(holder: str) -> bool:
+    """True when `holder` names a process of this host that no longer runs."""
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def lease_acquire(*, name: str, holder: str, seconds: int = LEASE_SECONDS) -> bool:
+    """Take the lease `name` for `holder`; False if someone else holds a live one.
+
+    A conditional UPDATE whose row count is checked: atomic on PostgreSQL and on SQLite alike, so it
+    works where SELECT ... FOR UPDATE does not (SQLite).
+    """
+    now = timezone.now()
+    SyncLease.objects.get_or_create(name=name, defaults={"holder": "", "expires_at": now})
+    leases = SyncLease.objects.filter(name=name)
+    expires = now + timedelta(seconds=seconds)
+    if leases.filter(expires_at__lte=now).update(holder=holder, expires_at=expires):
+        return True
+    if leases.filter(holder=holder).update(expires_at=expires):
+        return True
+    current = leases.values_list("holder", flat=True).first()
+    if current and _holder_is_dead(current):
+        return bool(leases.filter(holder=current).update(holder=holder, expires_at=expires))
+    return False
+
+
+def lease_release(*, name: str, holder: str) -> None:
+    SyncLease.objects.filter(name=name, holder=holder).update(holder="", expires_at=timezone.now())
+
+
+# --- Rows and outcomes ----------------------------------------------------------------------
+
+@dataclass
+class StagedRow:
+    seq: int
+    version: int
+    operation: str
+    key: tuple[str, ...]
+    supplied: frozenset[str]
+    values: tuple  # business column values, in description.attributes order
+
+
+@dataclass
+class Outcome:
+    seq: int
+    version: int
+    status: str  # synced, skipped or failed
+    effect: str = ""  # inserted, updated, deleted, or "" (no change)
+    error: str = ""
+
+
+@dataclass
+class Counts:
+    sent: int = 0
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+    def add(self, outcomes: list[Outcome]) -> None:
+        self.sent += len(outcomes)
+        for outcome in outcomes:
+            if outcome.status == ddl.STATUS_FAILED:
+                self.failed += 1
+            elif outcome.status == ddl.STATUS_SKIPPED:
+                self.skipped += 1
+            elif outcome.effect:
+                setattr(self, outcome.effect, getattr(self, outcome.effect) + 1)
+
+
+@dataclass
+class _Tables:
+    """Names and SQL fragments of one schema's sync, computed once per run."""
+
+    description: SchemaDescription
+    cloud_vendor: str
+    local_vendor: str
+    cloud_alias: str = field(init=False)
+
+    def __post_init__(self):
+        self.cloud_alias = ddl.CLOUD if self.description.is_cloud else ddl.LOCAL
+        self.attributes = self.description.attributes
+        self.cloud_table = quote(self.description.sql_table, self.cloud_vendor)
+        self.staging_table = quote(self.description.staging_table, self.local_vendor)
+        cloud_spec = ddl.desired_tables(self.description)[0]
+        self.cloud_columns = cloud_spec.columns
+
+    def lq(self, name: str) -> str:
+        return quote(name, self.local_vendor)
+
+    def cq(self, name: str) -> str:
+        return quote(name, self.cloud_vendor)
+
+
+def _parse_key(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (raw or "id").split(",") if part.strip()) or ("id",)
+
+
+def read_pending(tables: _Tables, *, after_seq: int, limit: int) -> list[StagedRow]:
+    """Up to `limit` pending rows after `after_seq`, in ingestion order (one query)."""
+    lq = tables.lq
+    business = ", ".join(lq(a.sql_name) for a in tables.attributes)
+    sql = (
+        f"SELECT {lq(ddl.COL_SEQ)}, {lq(ddl.COL_VERSION)}, {lq(ddl.COL_OPERATION)}, {lq(ddl.COL_KEY)}, "
+        f"{lq(ddl.COL_COLUMNS)}, {business} FROM {tables.staging_table} "
+        f"WHERE {lq(ddl.COL_STATUS)} = %s AND {lq(ddl.COL_SEQ)} > %s ORDER BY {lq(ddl.COL_SEQ)} LIMIT %s"
+    )
+    with connections[ddl.LOCAL].cursor() as cursor:
+        cursor.execute(sql, [ddl.STATUS_PENDING, after_seq, limit])
+        return [
+            StagedRow(
+                seq=row[0], version=row[1], operation=row[2], key=_parse_key(row[3]),
+                supplied=frozenset(c for c in (row[4] or "").split(",") if c), values=tuple(row[5:]),
+            )
+            for row in cursor.fetchall()
+        ]
+
+
+def cut_batch(rows: list[StagedRow], tables: _Tables) -> list[StagedRow]:
+    """The longest prefix of `rows` with one key shape and no key value twice.
+
+    Applying a batch is set-based, so two operations on one record inside it would race; ending the
+    batch at the repeat keeps ingestion order (the rest comes in the next batch).
+    """
+    if not rows:
+        return rows
+    shape = rows[0].key
+    positions = [i for i, a in enumerate(tables.attributes) if a.name in shape]
+    seen = set()
+    for index, row in enumerate(rows):
+        key_value = tuple(row.values[i] for i in positions)
+        if row.key != shape or key_value in seen:
+            return rows[:index]
+        seen.add(key_value)
+    return rows
+
+
+# --- Applying a batch in the cloud ----------------------------------------------------------
+
+def _temp_table_sql(tables: _Tables, name: str) -> str:
+    cq, vendor = tables.cq, tables.cloud_vendor
+    columns = [f"{cq('seq')} BIGINT", f"{cq('version')} BIGINT", f"{cq('op')} VARCHAR(16)",
+               f"{cq('existed')} SMALLINT NOT NULL DEFAULT 0"]
+    for index, column in enumerate(tables.cloud_columns):
+        columns.append(f"{cq(f'v{index}')} {ddl.sql_type(column, vendor)}")
+        columns.append(f"{cq(f'f{index}')} SMALLINT NOT NULL DEFAULT 0")
+    suffix = " ON COMMIT DROP" if vendor == ddl.POSTGRESQL else ""
+    return f"CREATE TEMPORARY TABLE {cq(name)} ({', '.join(columns)}){suffix}"
+
+
+def _apply(tables: _Tables, rows: list[StagedRow]) -> list[Outcome]:
+    """Apply `rows` in one cloud transaction and write their outcomes to the ledger; returns them."""
+    cq = tables.cq
+    temp = cq("stg_sync_batch")
+    key = rows[0].key
+    key_indexes = [i for i, a in enumerate(tables.attributes) if a.name in key]
+
+    def match(cloud_ref: str, batch_ref: str) -> str:
+        return " AND ".join(
+            f"{cloud_ref}.{cq(tables.attributes[i].sql_name)} = {batch_ref}.{cq(f'v{i}')}" for i in key_indexes
+        )
+
+    value_columns = ", ".join(f"{cq(f'v{i}')}, {cq(f'f{i}')}" for i in range(len(tables.attributes)))
+    placeholders = ", ".join(["%s"] * (4 + 2 * len(tables.attributes)))
+    params = []
+    for row in rows:
+        item = [row.seq, row.version, row.operation, 0]
+        for attribute, value in zip(tables.attributes, row.values):
+            # Key columns always count; others only when the caller supplied them (partial update).
+            supplied = attribute.name in row.supplied or attribute.name in key or attribute.name == "id"
+            item += [value, 1 if supplied else 0]
+        params.append(item)
+
+    updatable = [i for i, a in enumerate(tables.attributes) if i not in key_indexes and a.name != "id"]
+    target = tables.cloud_table
+    set_clause = ", ".join(
+        f"{cq(tables.attributes[i].sql_name)} = CASE WHEN b.{cq(f'f{i}')} = 1 THEN b.{cq(f'v{i}')} "
+        f"ELSE {target}.{cq(tables.attributes[i].sql_name)} END"
+        for i in updatable
+    )
+    insert_columns = ", ".join(cq(a.sql_name) for a in tables.attributes)
+    insert_values = ", ".join(
+        f"CASE WHEN b.{cq(f'f{i}')} = 1 THEN b.{cq(f'v{i}')} ELSE {_insert_default(column)} END"
+        for i, column in enumerate(tables.cloud_columns)
+    )
+    op, seq, existed = cq("op"), cq("seq"), cq("existed")
+
+    with transaction.atomic(using=tables.cloud_alias), connections[tables.cloud_alias].cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {temp}")
+        cursor.execute(_temp_table_sql(tables, "stg_sync_batch"))
+        cursor.executemany(
+            f"INSERT INTO {temp} ({seq}, {cq('version')}, {op}, {existed}, {value_columns}) VALUES ({placeholders})",
+            params,
+        )
+        cursor.execute(f"UPDATE {temp} SET {existed} = 1 WHERE EXISTS (SELECT 1 FROM {target} c WHERE "
+                       f"{match('c', temp)})")
+        cursor.execute(f"DELETE FROM {target} WHERE EXISTS (SELECT 1 FROM {temp} b WHERE b.{op} = %s AND "
+                       f"{match(target, 'b')})", [OP_DELETE])
+        if set_clause:
+            cursor.execute(f"UPDATE {target} SET {set_clause} FROM {temp} b WHERE b.{existed} = 1 "
+                           f"AND b.{op} IN (%s, %s) AND {match(target, 'b')}", [OP_INSERT_OR_UPDATE, OP_UPDATE])
+        cursor.execute(f"INSERT INTO {target} ({insert_columns}) SELECT {insert_values} FROM {temp} b "
+                       f"WHERE b.{existed} = 0 AND b.{op} IN (%s, %s) ORDER BY b.{seq}", [OP_INSERT, OP_INSERT_OR_UPDATE])
+        cursor.execute(f"SELECT {seq}, {cq('version')}, {op}, {existed} FROM {temp}")
+        outcomes = [_outcome(s, v, o, bool(e)) for s, v, o, e in cursor.fetchall()]
+        cursor.execute(f"DROP TABLE IF EXISTS {temp}")
+        SyncLedger.objects.using(tables.cloud_alias).create(
+            schema=tables.description.id, outcomes=[[o.seq, o.version, o.status, o.error] for o in outcomes]
+        )
+    return outcomes
+
+
+def _insert_default(column: ddl.ColumnSpec) -> str:
+    return column.default if column.default is not None else "NULL"
+
+
+def _outcome(seq: int, version: int, op: str, existed: bool) -> Outcome:
+    if op == OP_DELETE:
+        return Outcome(seq, version, ddl.STATUS_SYNCED, "deleted" if existed else "")
+    if op == OP_INSERT and existed:
+        return Outcome(seq, version, ddl.STATUS_FAILED,
+                       error="duplicate key: a record with this key already exists in the cloud table "
+                             "(Ingest only inserts; use IngestExt to update)")
+    if op == OP_UPDATE and not existed:
+        return Outcome(seq, version, ddl.STATUS_SKIPPED, error="update skipped: no record with this key in the cloud")
+    return Outcome(seq, version, ddl.STATUS_SYNCED, "updated" if existed else "inserted")
+
+
+def apply_batch(tables: _Tables, rows: list[StagedRow]) -> list[Outcome]:
+    """Apply rows; when the database refuses some of them, isolate those by halving and fail only them."""
+    try:
+        return _apply(tables, rows)
+    except (IntegrityError, DataError) as exc:
+        if len(rows) == 1:
+            row = rows[0]
+            outcome = Outcome(row.seq, row.version, ddl.STATUS_FAILED, error=f"cloud database refused the row: {exc}")
+            with transaction.atomic(using=tables.cloud_alias):
+                SyncLedger.objects.using(tables.cloud_alias).create(
+                    schema=tables.description.id, outcomes=[[row.seq, row.version, outcome.status, outcome.error]]
+                )
+            return [outcome]
+        middle = len(rows) // 2
+        return apply_batch(tables, rows[:middle]) + apply_batch(tables, rows[middle:])
+
+
+# --- Recording outcomes in staging ----------------------------------------------------------
+
+def record_outcomes(tables: _Tables, outcomes: list[tuple[int, int, str, str]]) -> None:
+    """Write outcomes to staging rows whose version is unchanged (one executemany, one transaction)."""
+    lq = tables.lq
+    now = timezone.now()
+    sql = (
+        f"UPDATE {tables.staging_table} SET {lq(ddl.COL_STATUS)} = %s, {lq(ddl.COL_ERROR)} = %s, "
+        f"{lq(ddl.COL_SYNCED_AT)} = %s, {lq(ddl.COL_ATTEMPTS)} = {lq(ddl.COL_ATTEMPTS)} + 1 "
+        f"WHERE {lq(ddl.COL_SEQ)} = %s AND {lq(ddl.COL_VERSION)} = %s AND {lq(ddl.COL_STATUS)} = %s"
+    )
+    params = [
+        [status, error or None, now if status != ddl.STATUS_FAILED else None, seq, version, ddl.STATUS_PENDING]
+        for seq, version, status, error in outcomes
+    ]
+    with transaction.atomic(using=ddl.LOCAL), connections[ddl.LOCAL].cursor() as cursor:
+        cursor.executemany(sql, params)
+
+
+def recover_ledger(tables: _Tables) -> int:
+    """Record the outcomes a crashed run left in the ledger; returns how many rows they covered."""
+    covered = 0
+    ledger = SyncLedger.objects.using(tables.cloud_alias).filter(schema=tables.description.id)
+    for entry in ledger.order_by("pk"):
+        record_outcomes(tables, [tuple(item) for item in entry.outcomes])
+        covered += len(entry.outcomes)
+        SyncLedger.objects.using(tables.cloud_alias).filter(pk=entry.pk).delete()
+    return covered
+
+
+# --- The service ----------------------------------------------------------------------------
+
+def _tables_for(schema: Schema) -> _Tables:
+    if not schema.auto_stg:
+        raise SyncRefused(f"{schema.schema_id} has no staging (autoStg is off); nothing to synchronize.")
+    if schema.structure_state != StructureState.UP_TO_DATE:
+        raise SyncRefused(
+            f"The database structure of {schema.schema_id} is not up to date; update it before synchronizing "
+            f"(admin action 'Update database structure' or manage.py update_structure {schema.schema_id})."
+        )
+    description = schema.description
+    cloud_alias = ddl.CLOUD if description.is_cloud else ddl.LOCAL
+    return _Tables(description, connections[cloud_alias].vendor, connections[ddl.LOCAL].vendor)
+
+
+def staging_sync(*, schema: Schema, trigger: str, batch_size: int = BATCH_SIZE, on_batch=None) -> SyncRun:
+    """Synchronize the pending staged rows of `schema` into its cloud table; returns the recorded run.
+
+    Safe to run at once from several processes (the lease lets one through; the others record a
+    `busy` run) and safe to re-run after a crash at any point. `on_batch(counts)` reports progress.
+    """
+    run = SyncRun.objects.create(schema=schema.schema_id, trigger=trigger)
+    holder = f"{socket.gethostname()}:{os.getpid()}:{run.pk}"
+    lease = f"sync:{schema.schema_id}"
+    if not lease_acquire(name=lease, holder=holder):
+        return _finish(run, Counts(), SyncRun.Status.BUSY, "Another synchronization of this schema is running.")
+    counts = Counts()
+    try:
+        tables = _tables_for(schema)
+        recover_ledger(tables)
+        after = 0
+        while True:
+            batch = cut_batch(read_pending(tables, after_seq=after, limit=batch_size), tables)
+            if not batch:
+                break
+            outcomes = apply_batch(tables, batch)
+            record_outcomes(tables, [(o.seq, o.version, o.status, o.error) for o in outcomes])
+            SyncLedger.objects.using(tables.cloud_alias).filter(schema=schema.schema_id).delete()
+            counts.add(outcomes)
+            after = batch[-1].seq
+            lease_acquire(name=lease, holder=holder)  # renew
+            if on_batch:
+                on_batch(counts)
+    except SyncRefused as exc:
+        return _finish(run, counts, SyncRun.Status.FAILED, exc.message)
+    except DatabaseError as exc:
+        logger.exception("Synchronization of %s stopped", schema.schema_id)
+        return _finish(run, counts, SyncRun.Status.FAILED, f"Database error, rows left pending: {exc}")
+    finally:
+        lease_release(name=lease, holder=holder)
+    status = SyncRun.Status.PARTIAL if counts.failed else SyncRun.Status.SUCCEEDED
+    return _finish(run, counts, status, "")
+
+
+def _finish(run: SyncRun, counts: Counts, status: str, error: str) -> SyncRun:
+    for name in ("sent", "inserted", "updated", "deleted", "skipped", "failed"):
+        setattr(run, name, getattr(counts, name))
+    run.status = status
+    run.error = error
+    run.finished_at = timezone.now()
+    run.save()
+    return run
+
+
+def staged_schemas() -> list[Schema]:
+    return list(Schema.objects.filter(auto_stg=True).order_by("namespace", "name"))
+
+
+def staging_sync_all(*, trigger: str, batch_size: int = BATCH_SIZE) -> list[SyncRun]:
+    """Synchronize every staged schema, one after the other."""
+    return [staging_sync(schema=s, trigger=trigger, batch_size=batch_size) for s in staged_schemas()]
