@@ -46,6 +46,11 @@ OP_UPDATE = "update"
 OP_DELETE = "delete"
 
 
+# Staged schemas whose rows are requests consumed by their own processor instead of being copied
+# to the cloud table: nms:subscriptionRcp is the opt-in/opt-out request log (subscriptions app).
+PROCESSED_ELSEWHERE = {"nms:subscriptionRcp": "subscriptions (manage.py process_subscriptions)"}
+
+
 class SyncRefused(Conflict):
     code = "CST-409300"
 
@@ -340,6 +345,9 @@ def recover_ledger(tables: _Tables) -> int:
 # --- The service ----------------------------------------------------------------------------
 
 def _tables_for(schema: Schema) -> _Tables:
+    if schema.schema_id in PROCESSED_ELSEWHERE:
+        raise SyncRefused(f"{schema.schema_id} holds requests processed by {PROCESSED_ELSEWHERE[schema.schema_id]}, "
+                          "not copied by the sync.")
     if not schema.auto_stg:
         raise SyncRefused(f"{schema.schema_id} has no staging (autoStg is off); nothing to synchronize.")
     if schema.structure_state != StructureState.UP_TO_DATE:
@@ -402,7 +410,9 @@ def _finish(run: SyncRun, counts: Counts, status: str, error: str) -> SyncRun:
 
 
 def staged_schemas() -> list[Schema]:
-    return list(Schema.objects.filter(auto_stg=True).order_by("namespace", "name"))
+    """Schemas the sync copies: staging on, and not a request log with its own processor."""
+    schemas = Schema.objects.filter(auto_stg=True).order_by("namespace", "name")
+    return [s for s in schemas if s.schema_id not in PROCESSED_ELSEWHERE]
 
 
 def staging_sync_all(*, trigger: str, batch_size: int = BATCH_SIZE) -> list[SyncRun]:
