@@ -28,3 +28,12 @@ urlpatterns = [
         name="schema-update-structure",
     ),
 ]
+
+# Ingestion (staging.api.ingest).
+from staging.api import ingest  # noqa: E402
+
+urlpatterns += [
+    path("staging/<schema_id:schema_id>/ingest/", ingest.IngestView.as_view(), name="staging-ingest"),
+    path("staging/<schema_id:schema_id>/ingest-ext/", ingest.IngestExtView.as_view(), name="staging-ingest-ext"),
+    path("staging/<schema_id:schema_id>/rows/", ingest.StagedRowsView.as_view(), name="staging-rows"),
+]
