@@ -38,6 +38,12 @@ _DTD_PROBLEM = Problem("remove the <!DOCTYPE ...> declaration; DTDs and entities
 
 
 def _syntax_problem(exc: etree.XMLSyntaxError) -> Problem:
+    real = [e for e in exc.error_log if e.type_name != "WAR_NS_URI"]
+    if real and len(real) < len(exc.error_log):
+        # A Campaign URN namespace name came first (see _reparse_despite_namespace_names): name the real error.
+        entry = real[0]
+        return Problem(f"{entry.message.strip()} (column {entry.column})" if entry.column else entry.message.strip(),
+                       line=entry.line)
     message = re.sub(r", line \d+, column \d+$", "", exc.msg or "syntax error")
     column = exc.position[1] if exc.position else None
     return Problem(f"{message} (column {column})" if column else message, line=exc.lineno)
