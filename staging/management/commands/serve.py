@@ -33,6 +33,11 @@ def _die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
+def _bracketed(host: str) -> str:
+    """An IPv6 address in brackets, as URLs and gunicorn's --bind want it."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 class Command(BaseCommand):
     help = (
         "Serve the admin, SOAP and REST with gunicorn (HOST, PORT, WEB_WORKERS, WEB_TIMEOUT) and run the "
@@ -54,7 +59,7 @@ class Command(BaseCommand):
             "gunicorn": [
                 sys.executable, "-m", "gunicorn", "campaignsite.wsgi:application",
                 "--chdir", str(base_dir),
-                "--bind", f"{host}:{port}",
+                "--bind", f"{_bracketed(host)}:{port}",
                 "--workers", str(workers),
                 "--timeout", str(settings.WEB_TIMEOUT),
                 "--graceful-timeout", str(STOP_TIMEOUT_SECONDS - 5),
@@ -93,8 +98,7 @@ class Command(BaseCommand):
         self.stdout.write("Stopped.")
 
     def _announce(self, host: str, port: int, children: dict[str, subprocess.Popen]) -> None:
-        shown_host = f"[{host}]" if ":" in host else host
-        url = f"http://{shown_host}:{port}"
+        url = f"http://{_bracketed(host)}:{port}"
         pids = ", ".join(f"{name} pid {child.pid}" for name, child in children.items())
         self.stdout.write(
             f"\nCampaign staging is serving on {url}/  ({pids})\n"
