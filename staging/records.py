@@ -8,12 +8,14 @@ the per-key rules of one call (duplicates refused by Ingest, merged in order by 
 and `merge_operation` says what an operation does to a row that is already staged.
 """
 
+import csv
+import json
 import math
 import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from campaignsite.errors import InvalidInput, Problem
 from staging.srcschema import Attribute, SchemaDescription
@@ -204,6 +206,53 @@ def records_from_json(data) -> list[RecordInput]:
     if problems:
         raise InvalidInput(f"{len({p.record for p in problems})} record(s) are not valid records.", problems)
     return records
+
+
+def records_from_jsonl(lines: Iterable[str]) -> Iterator[RecordInput]:
+    """Records of JSON Lines text, one object per line (blank lines skipped), each with its line."""
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            item = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"Line {number} is not valid JSON.", [Problem(exc.msg, line=number)]) from None
+        yield record_from_json(item, number - 1, line=number)
+
+
+def records_from_csv(lines: Iterable[str]) -> Iterator[RecordInput]:
+    """Records of CSV text whose header names the attributes (plus optional `_key`, `_operation`).
+
+    An empty cell means "not supplied" (so a CSV row can carry a partial update); use JSON Lines to
+    send an empty string.
+    """
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if not header:
+        raise InvalidInput("The CSV file is empty.", [Problem("the first line names the attributes", line=1)])
+    header = [h.strip() for h in header]
+    ended = reader.line_num
+    for cells in reader:
+        line, ended = ended + 1, reader.line_num
+        if not cells:
+            continue
+        if len(cells) != len(header):
+            raise InvalidInput(
+                f"Line {line} has {len(cells)} cells; the header has {len(header)}.",
+                [Problem(f"write one cell per column of the header ({', '.join(header)})", line=line)],
+            )
+        values: dict[str, str | None] = {}
+        key = operation = None
+        for name, cell in zip(header, cells):
+            if cell == "":
+                continue
+            if name == KEY_ATTR:
+                key = parse_key(cell)
+            elif name == OPERATION_ATTR:
+                operation = cell.strip()
+            else:
+                values[name] = cell
+        yield RecordInput(values=values, key=key, operation=operation, line=line)
 
 
 # --- Validation --------------------------------------------------------------------------------
