@@ -87,15 +87,8 @@ class SchemaAdmin(admin.ModelAdmin):
         return _with_user(SchemaAutoStgListForm, request.user)
 
     def save_model(self, request, obj, form, change):
-        """Nothing to do: the form saved through the services while it was validated."""
-
-    def response_add(self, request, obj, post_url_continue=None):
+        # The form already saved through the services while it was validated (staging.forms).
         self._remind_structure(request, obj)
-        return super().response_add(request, obj, post_url_continue)
-
-    def response_change(self, request, obj):
-        self._remind_structure(request, obj)
-        return super().response_change(request, obj)
 
     def _remind_structure(self, request, schema: Schema) -> None:
         if schema.structure_state != StructureState.UP_TO_DATE:
