@@ -1,11 +1,12 @@
 """Reads shared by the REST API, the admin and commands."""
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from django.db import connections
 
 from staging import ddl
-from staging.models import Schema
+from staging.models import Schema, SyncRun
 
 STAGED_STATUSES = (ddl.STATUS_PENDING, ddl.STATUS_SYNCED, ddl.STATUS_SKIPPED, ddl.STATUS_FAILED)
 _TECHNICAL = (
@@ -78,3 +79,55 @@ def staged_rows(schema: Schema, *, status: str | None = None, after: int | None 
         technical["syncedAt"] = _utc(technical["syncedAt"])
         rows.append({"seq": record[0], "id": values.get("id"), **technical, "values": values})
     return rows
+
+
+# --- Backlog (dashboard, staging_status, REST) ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Where one staged schema stands: what waits, what failed, the last run and the next one."""
+
+    schema_id: str
+    pending: int | None  # None while the staging table does not exist yet (structure never applied)
+    failed: int | None
+    oldest_pending: datetime | None  # lastModified of the longest-waiting pending row
+    last_run: SyncRun | None
+    next_run: datetime | None  # of the "staging sync" schedule; None when schedules are not set up
+
+
+def next_sync_time() -> datetime | None:
+    from django_q.models import Schedule
+
+    from staging.schedules import SYNC_SCHEDULE
+
+    return Schedule.objects.filter(name=SYNC_SCHEDULE).order_by("pk").values_list("next_run", flat=True).first()
+
+
+def backlog_by_schema() -> list[Backlog]:
+    """One Backlog per staged schema (autoStg on), by schema id.
+
+    Counts walk the (status, seq) index of pending and failed rows only, never the synced millions;
+    the last run comes from the (schema, started_at) index.
+    """
+    connection = connections[ddl.LOCAL]
+    q = lambda name: ddl.quote(name, connection.vendor)  # noqa: E731
+    next_run = next_sync_time()
+    result = []
+    for schema in Schema.objects.filter(auto_stg=True).order_by("namespace", "name"):
+        pending = failed = oldest = None
+        table = schema.applied_table("staging")
+        if table is not None:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT COUNT(*), MIN({q(ddl.COL_LAST_MODIFIED)}) FROM {q(table['name'])} "
+                    f"WHERE {q(ddl.COL_STATUS)} = %s", [ddl.STATUS_PENDING])
+                pending, oldest = cursor.fetchone()
+                cursor.execute(f"SELECT COUNT(*) FROM {q(table['name'])} WHERE {q(ddl.COL_STATUS)} = %s",
+                               [ddl.STATUS_FAILED])
+                failed = cursor.fetchone()[0]
+        if isinstance(oldest, str):  # SQLite: the text ingest wrote
+            oldest = datetime.fromisoformat(oldest)
+        last_run = SyncRun.objects.filter(schema=schema.schema_id).order_by("-started_at", "-pk").first()
+        result.append(Backlog(schema.schema_id, pending, failed, _utc(oldest), last_run, next_run))
+    return result

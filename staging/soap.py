@@ -263,3 +263,25 @@ def write_collection(call: SoapCall):
     schema_id, records = _records_of(call)
     services.records_write(schema_id=schema_id, records=records, user=call.user)
     return ()
+
+
+# --- nms:replicationStrategy -----------------------------------------------------------------
+
+REPLICATION = "nms:replicationStrategy"
+
+
+@soap_method(REPLICATION, "StartReplicateStagingData", params=(("schema", "string"),))
+def start_replicate_staging_data(call: SoapCall):
+    """Queue a sync of one schema now. Takes the source schema id (`dem:sampleTable`), as Campaign's
+    `nms.replicationStrategy.StartReplicateStagingData("dem:sampleTable")` does; answers at once.
+    """
+    from staging.models import SyncRun
+    from staging.sync import sync_enqueue
+
+    schema_id = call.text("schema", "strSchema", "stagingSchema")
+    if not schema_id:
+        raise InvalidInput("StartReplicateStagingData needs the schema to synchronize.",
+                           [Problem("pass the source schema id, e.g. <schema>dem:sampleTable</schema>",
+                                    attribute="schema")])
+    sync_enqueue(schema=schema_id, trigger=SyncRun.Trigger.SOAP, user=call.user)
+    return ()

@@ -23,13 +23,15 @@ are not about rows (cloud unreachable, structure out of date) stop the run and l
 import logging
 import os
 import socket
+import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone as dt_timezone
 
+from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, connections, transaction
 from django.utils import timezone
 
-from campaignsite.errors import Conflict
+from campaignsite.errors import Conflict, Forbidden, InvalidInput, Problem, Unauthenticated
 from staging import ddl
 from staging.ddl import quote
 from staging.models import Schema, StructureState, SyncLease, SyncLedger, SyncRun
@@ -418,3 +420,159 @@ def staged_schemas() -> list[Schema]:
 def staging_sync_all(*, trigger: str, batch_size: int = BATCH_SIZE) -> list[SyncRun]:
     """Synchronize every staged schema, one after the other."""
     return [staging_sync(schema=s, trigger=trigger, batch_size=batch_size) for s in staged_schemas()]
+
+
+# --- Manual triggers: queue, never run in the request ------------------------------------------
+
+SYNC_PERMISSION = "staging.run_sync"
+
+
+def sync_permission_require(*, user) -> None:
+    """Unauthenticated or Forbidden unless `user` may start syncs and change failed rows (staging.run_sync)."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        raise Unauthenticated("Authentication is required to start a synchronization.")
+    if not user.has_perm(SYNC_PERMISSION):
+        raise Forbidden(
+            f"User '{user}' may not start a synchronization or change failed rows.",
+            [Problem(f"grant the permission '{SYNC_PERMISSION}' to this user or one of its groups (admin: Users)")],
+        )
+
+
+def _require_syncable(schema: Schema) -> None:
+    """Refuse at once what the run would refuse anyway, so the caller hears it instead of the audit log."""
+    try:
+        _tables_for(schema)
+    except SyncRefused as exc:
+        raise SyncRefused(exc.message, [Problem(exc.message, value=schema.schema_id)]) from None
+
+
+def sync_enqueue(*, schema: str | None, trigger: str, user) -> str:
+    """Queue a synchronization of the schema `schema` ("dem:sampleTable"; the Stg id works too), or of
+    every staged schema when None; returns the django-q2 task name (`django_q.tasks.fetch` takes it).
+
+    Needs `staging.run_sync`. The task is handed to the broker when the caller's transaction on the
+    local database commits (at once outside a transaction), so a rolled-back request queues nothing.
+    """
+    from django_q.tasks import async_task
+    from staging.services import schema_get
+
+    sync_permission_require(user=user)
+    if schema is None:
+        func, args, label = "staging.tasks.sync_all", (trigger,), "all"
+    else:
+        found = schema_get(schema_id=schema)
+        _require_syncable(found)
+        func, args, label = "staging.tasks.sync_schema", (found.schema_id, trigger), found.schema_id
+    # The name is ours, not the broker's id, so it is known before the task exists (on_commit).
+    name = f"sync {label} {uuid.uuid4().hex[:16]}"
+    transaction.on_commit(
+        lambda: async_task(func, *args, task_name=name, group="staging sync"), using=ddl.LOCAL
+    )
+    return name
+
+
+# --- Retention (SPEC §5): synced rows go, pending and failed rows stay whatever their age -------
+
+PURGE_BATCH = 5000
+PURGEABLE_STATUSES = (ddl.STATUS_SYNCED, ddl.STATUS_SKIPPED)
+
+
+def _db_time(value: datetime, vendor: str):
+    # SQLite columns hold UTC text; the naive ISO form compares correctly with what ingest and the sync write.
+    if vendor == ddl.SQLITE:
+        return value.astimezone(dt_timezone.utc).replace(tzinfo=None).isoformat(" ", timespec="microseconds")
+    return value
+
+
+def _staging_table_of(schema: Schema) -> str | None:
+    table = schema.applied_table("staging") if schema.auto_stg else None
+    return table["name"] if table else None
+
+
+def _purge_table(table: str, cutoff: datetime, batch_size: int) -> int:
+    connection = connections[ddl.LOCAL]
+    q = lambda name: quote(name, connection.vendor)  # noqa: E731
+    statuses = ", ".join(["%s"] * len(PURGEABLE_STATUSES))
+    # Both statements repeat the full condition: a row re-ingested (pending again) between them stays.
+    old = (f"{q(ddl.COL_STATUS)} IN ({statuses}) AND "
+           f"COALESCE({q(ddl.COL_SYNCED_AT)}, {q(ddl.COL_LAST_MODIFIED)}) < %s")
+    params = [*PURGEABLE_STATUSES, _db_time(cutoff, connection.vendor)]
+    upper_sql = (f"SELECT MAX(s) FROM (SELECT {q(ddl.COL_SEQ)} AS s FROM {q(table)} WHERE {old} "
+                 f"AND {q(ddl.COL_SEQ)} > %s ORDER BY {q(ddl.COL_SEQ)} LIMIT %s) batch")
+    delete_sql = f"DELETE FROM {q(table)} WHERE {q(ddl.COL_SEQ)} > %s AND {q(ddl.COL_SEQ)} <= %s AND {old}"
+    deleted, after = 0, 0
+    while True:
+        with transaction.atomic(using=ddl.LOCAL), connection.cursor() as cursor:
+            cursor.execute(upper_sql, [*params, after, batch_size])
+            upper = cursor.fetchone()[0]
+            if upper is None:
+                return deleted
+            cursor.execute(delete_sql, [after, upper, *params])
+            deleted += cursor.rowcount
+        after = upper
+
+
+def staging_purge(*, older_than_days: int | None = None, batch_size: int = PURGE_BATCH) -> dict[str, int]:
+    """Delete staged rows that reached the cloud (synced or skipped) more than `older_than_days` ago
+    (default STAGING_RETENTION_DAYS); returns the count deleted per schema id.
+
+    Pending and failed rows are never deleted, however old: they are data not yet in the cloud. Works
+    in batches of `batch_size` rows, one short transaction and one DELETE each, so ingestion goes on.
+    """
+    days = settings.STAGING_RETENTION_DAYS if older_than_days is None else older_than_days
+    if days < 0:
+        raise InvalidInput("The retention period cannot be negative.",
+                           [Problem("give a number of days of 0 or more", attribute="days", value=str(days))])
+    cutoff = timezone.now() - timedelta(days=days)
+    result = {}
+    for schema in Schema.objects.filter(auto_stg=True).order_by("namespace", "name"):
+        table = _staging_table_of(schema)
+        if table:
+            result[schema.schema_id] = _purge_table(table, cutoff, batch_size)
+    return result
+
+
+# --- Failed rows: retry once the cause is fixed, or discard -------------------------------------
+
+SEQ_CHUNK = 500  # sequence numbers per IN (...) list, far below SQLite's parameter limit
+
+
+def _failed_rows_update(schema: Schema, seqs, make_sql) -> int:
+    table = _staging_table_of(schema)
+    if table is None:
+        raise Conflict(f"{schema.schema_id} has no staging table, so it has no failed rows.",
+                       [Problem("turn staging on and update the database structure", value=schema.schema_id)])
+    connection = connections[ddl.LOCAL]
+    q = lambda name: quote(name, connection.vendor)  # noqa: E731
+    where = f"{q(ddl.COL_STATUS)} = %s"
+    seqs = None if seqs is None else sorted({int(s) for s in seqs})
+    chunks = [None] if seqs is None else [seqs[i:i + SEQ_CHUNK] for i in range(0, len(seqs), SEQ_CHUNK)]
+    changed = 0
+    with transaction.atomic(using=ddl.LOCAL), connection.cursor() as cursor:
+        for chunk in chunks:
+            sql, params = make_sql(q, q(table), where), [ddl.STATUS_FAILED]
+            if chunk is not None:
+                sql += f" AND {q(ddl.COL_SEQ)} IN ({', '.join(['%s'] * len(chunk))})"
+                params += chunk
+            cursor.execute(sql, params)
+            changed += cursor.rowcount
+    return changed
+
+
+def failed_rows_retry(*, schema: Schema, seqs=None) -> int:
+    """Make the failed rows of `schema` (all, or those whose sequence is in `seqs`) pending again, so the
+    next sync applies them; returns how many. Attempts are kept, the error is cleared.
+    """
+    # A new version: a ledger entry left by a crash must not stamp the old outcome on the retried row.
+    return _failed_rows_update(schema, seqs, lambda q, table, where: (
+        f"UPDATE {table} SET {q(ddl.COL_STATUS)} = '{ddl.STATUS_PENDING}', {q(ddl.COL_ERROR)} = NULL, "
+        f"{q(ddl.COL_VERSION)} = {q(ddl.COL_VERSION)} + 1 WHERE {where}"
+    ))
+
+
+def failed_rows_discard(*, schema: Schema, seqs=None) -> int:
+    """Delete the failed rows of `schema` (all, or those whose sequence is in `seqs`); returns how many.
+
+    Only failed rows: a row re-ingested since it failed is pending and stays.
+    """
+    return _failed_rows_update(schema, seqs, lambda q, table, where: f"DELETE FROM {table} WHERE {where}")

@@ -37,3 +37,16 @@ urlpatterns += [
     path("staging/<schema_id:schema_id>/ingest-ext/", ingest.IngestExtView.as_view(), name="staging-ingest-ext"),
     path("staging/<schema_id:schema_id>/rows/", ingest.StagedRowsView.as_view(), name="staging-rows"),
 ]
+
+# Synchronization (staging.api.sync).
+from staging.api import sync  # noqa: E402
+
+urlpatterns += [
+    path("sync/", sync.SyncView.as_view(), name="sync"),
+    path("sync/runs/", sync.SyncRunListView.as_view(), name="sync-runs"),
+    path("sync/runs/<int:run_id>/", sync.SyncRunDetailView.as_view(), name="sync-run-detail"),
+    path("staging/<schema_id:schema_id>/rows/retry-failed/", sync.RetryFailedRowsView.as_view(),
+         name="staging-rows-retry-failed"),
+    path("staging/<schema_id:schema_id>/rows/discard-failed/", sync.DiscardFailedRowsView.as_view(),
+         name="staging-rows-discard-failed"),
+]
