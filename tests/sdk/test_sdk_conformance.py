@@ -208,6 +208,7 @@ def test_adobe_sdk_drives_logon_ingest_ingestext_write_faults_and_logoff(
     steps = run.steps
     staged = staged_rows(description)
     staged_by_testcol1 = {row["testcol1"]: row for row in staged.values()}
+    print("--- staged rows ---", *staged.values(), sep="\n")
 
     def outcome(name: str) -> dict:
         assert name in steps, f"node never reported step {name!r}\n{run.transcript()}"
@@ -250,6 +251,8 @@ def test_adobe_sdk_drives_logon_ingest_ingestext_write_faults_and_logoff(
         assert (row["testcol1"], row["testcol2"]) == ("A", "B")  # testcol1 was not sent: not overwritten
         assert row["status"] == ddl.STATUS_PENDING
         assert not row["delete"]
+        # The sync must still write testcol1 (from the Ingest) as well as testcol2 (from the update).
+        assert {"testcol1", "testcol2"} <= set(row["columns"].split(",")), row
         # In place: still one row for the key, and it keeps its place before rows staged after it.
         assert row["seq"] < staged["DEL00001"]["seq"], (row, staged.get("DEL00001"))
 
@@ -257,7 +260,7 @@ def test_adobe_sdk_drives_logon_ingest_ingestext_write_faults_and_logoff(
         assert returned("ingest_delete_setup") in ("", None)
         assert returned("ingest_ext_delete") is None
         row = staged["DEL00001"]
-        assert row["delete"] in (1, True), row
+        assert row["delete"] in (1, True) and row["operation"] == "delete", row
         assert row["status"] == ddl.STATUS_PENDING
 
     with subtests.test(msg="collection: 'uuid1,uuid2,' with an empty entry for the supplied id"):
@@ -282,7 +285,7 @@ def test_adobe_sdk_drives_logon_ingest_ingestext_write_faults_and_logoff(
         assert error["name"] == "CampaignException", error
         assert error["statusCode"] == 500, error
         assert "SOP-330011" in (error["detail"] or ""), error
-        assert "nosuchattr" in error["detail"], "the fault should name the unknown attribute"
+        assert "nosuchattr" in error["detail"] and "boom" in error["detail"], "name the attribute and value"
         assert "never stored" not in staged_by_testcol1
         assert UUID_RE.match(returned("ingest_after_fault") or ""), "the session should survive a fault"
 
