@@ -11,6 +11,8 @@ urlpatterns = [
     re_path(r"^[/]?nl/jsp/schemawsdl\.jsp$", soap_wsdl, name="soap-wsdl"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("staging.api.urls")),
+    path("api/v1/", include("subscriptions.api.urls")),
+    path("subscriptions/", include("subscriptions.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
