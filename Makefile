@@ -27,8 +27,7 @@ run: $(VENV)/.installed-run
 	$(MANAGE) migrate --database cloud --noinput --verbosity 0
 	$(MANAGE) createcachetable
 	$(MANAGE) load_builtin_schemas
-	@# setup_schedules arrives with the sync; until then there is nothing to schedule.
-	@if $(MANAGE) help setup_schedules >/dev/null 2>&1; then $(MANAGE) setup_schedules; fi
+	$(MANAGE) setup_schedules
 	$(MANAGE) ensure_admin
 	$(MANAGE) collectstatic --noinput --verbosity 0
 	exec $(MANAGE) serve
