@@ -39,7 +39,9 @@ def node_path() -> str:
     version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
     match = re.match(r"v(\d+)\.", version)
     if not match or int(match.group(1)) < NODE_MIN_MAJOR:
-        skip_or_fail(f"node {version or '(unknown version)'} is too old: @adobe/acc-js-sdk needs node >= {NODE_MIN_MAJOR}")
+        skip_or_fail(
+            f"node {version or '(unknown version)'} is too old: @adobe/acc-js-sdk needs node >= {NODE_MIN_MAJOR}"
+        )
     return node
 
 
