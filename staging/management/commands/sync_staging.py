@@ -46,7 +46,7 @@ class Command(BaseCommand):
         unsuccessful = []
         for schema in targets:
             bar = tqdm(total=waiting.get(schema.schema_id) or 0, desc=schema.schema_id, unit="row",
-                       disable=no_progress, file=sys.stderr, leave=False)
+                       disable=no_progress, file=sys.stderr)
 
             def on_batch(counts, bar=bar):
                 # Rows re-ingested during the run make the total grow; let the bar follow.
