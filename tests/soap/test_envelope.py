@@ -129,3 +129,27 @@ def test_values_are_escaped_in_results_and_attributes():
     assert xml_attr("it's \"<x>\"") == "'it&apos;s \"&lt;x&gt;\"'"
     assert xml_element("userInfo", {"login": "o'brien", "skip": None}) == "<userInfo login='o&apos;brien'/>"
     assert render_output("pstrSUuids", "string", "") == "<pstrSUuids xsi:type='xsd:string'/>"
+
+
+def test_an_unexpected_error_is_a_generic_server_fault_and_is_logged(soap, session, sample_schema, caplog):
+    from django.db import connections
+
+    from staging import ddl
+    from tests.soap.conftest import doc_param
+
+    # The staging table vanishes behind the application's back: a failure that is nobody's input.
+    connection = connections[ddl.LOCAL]
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE {ddl.quote(sample_schema.description.staging_table, connection.vendor)}")
+
+    answer = soap.post(sdk_envelope("xtk:persist|xtk:session", "Ingest",
+                                    doc_param('<sampleTableStg xtkschema="dem:sampleTableStg" testcol1="x"/>'),
+                                    session_token=session.session_token, security_token=session.security_token),
+                       headers=session.headers)
+
+    assert answer.status == 500
+    fault = answer.fault()
+    assert fault["faultcode"] == "SOAP-ENV:Server"
+    assert fault["faultstring"] == "CST-500000 Internal error while processing the SOAP call."
+    assert "Traceback" not in answer.text and "sampletablestg" not in answer.text.lower()
+    assert any("SOAP call xtk:persist|xtk:session#Ingest failed" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,104 @@
+"""xtk:persist#GetEntityIfMoreRecent: how the SDK learns method signatures, and schema documents."""
+
+import pytest
+
+from staging.soap import SESSION_SCHEMA
+from tests.conftest import BOTH_DATABASES
+from tests.soap.conftest import sdk_envelope
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=BOTH_DATABASES)
+
+RESPONSE_START = (
+    "<?xml version='1.0'?><SOAP-ENV:Envelope xmlns:xsd='http://www.w3.org/2001/XMLSchema' "
+    "xmlns:xsi='http://www.w3.org/2001/XMLSchema-instance' xmlns:ns='urn:wpp:default' "
+    "xmlns:SOAP-ENV='http://schemas.xmlsoap.org/soap/envelope/'><SOAP-ENV:Body>"
+    "<GetEntityIfMoreRecentResponse xmlns='urn:wpp:default' "
+    "SOAP-ENV:encodingStyle='http://schemas.xmlsoap.org/soap/encoding/'>"
+    "<pdomDoc xsi:type='ns:Element' SOAP-ENV:encodingStyle='http://xml.apache.org/xml-soap/literalxml'"
+)
+
+
+def get_entity(soap, session, pk: str, *, md5: str = "", must_exist: str = "false", urn: str = "xtk:persist"):
+    # Exactly the SDK's request (reference/acc-js-sdk-wire-format.md §4).
+    params = (f'<pk xsi:type="xsd:string">{pk}</pk>'
+              + (f'<md5 xsi:type="xsd:string">{md5}</md5>' if md5 else '<md5 xsi:type="xsd:string"/>')
+              + f'<mustExist xsi:type="xsd:boolean">{must_exist}</mustExist>')
+    return soap.post(sdk_envelope(urn, "GetEntityIfMoreRecent", params, session_token=session.session_token,
+                                  security_token=session.security_token), headers=session.headers)
+
+
+def test_xtk_session_schema_declares_the_persist_methods_static_in_an_interface(soap, session):
+    answer = get_entity(soap, session, "xtk:schema|xtk:session")
+
+    assert answer.status == 200
+    assert answer.text.startswith(RESPONSE_START + f">{SESSION_SCHEMA}</pdomDoc>")
+    (doc,) = answer.result("GetEntityIfMoreRecent")
+    (schema,) = list(doc)
+    assert (schema.get("namespace"), schema.get("name"), schema.get("implements")) == ("xtk", "session",
+                                                                                     "xtk:persist")
+    interface = schema.find("{*}interface")
+    assert interface.get("name") == "persist"
+    methods = {m.get("name"): m for m in interface.findall("{*}method")}
+    assert set(methods) == {"Write", "WriteCollection", "Ingest", "IngestExt", "GetEntityIfMoreRecent"}
+    assert {m.get("static") for m in methods.values()} == {"true"}
+    ingest_params = [(p.get("name"), p.get("type"), p.get("inout")) for p in methods["Ingest"].iter("{*}param")]
+    assert ingest_params == [("doc", "DOMDocument", None), ("sUuids", "string", "out")]
+    assert [p.get("inout") for p in methods["IngestExt"].iter("{*}param")] == [None]
+    session_methods = {m.get("name") for m in schema.find("{*}methods").findall("{*}method")}
+    assert session_methods == {"Logon", "Logoff", "GetServerTime"}
+
+
+def test_the_sdk_urn_forms_answer_too(soap, session):
+    for urn in ("xtk:persist|xtk:session", "xtk:session"):
+        assert get_entity(soap, session, "xtk:schema|xtk:session", urn=urn).status == 200
+
+
+def test_a_staging_schema_document_is_generated_from_the_source_schema(soap, session, sample_schema):
+    answer = get_entity(soap, session, "xtk:schema|dem:sampleTableStg")
+
+    (doc,) = answer.result("GetEntityIfMoreRecent")
+    (schema,) = list(doc)
+    assert (schema.get("namespace"), schema.get("name"), schema.get("stgSrcSchema")) == (
+        "dem", "sampleTableStg", "dem:sampleTable")
+    element = schema.find("{*}element")
+    assert element.get("name") == "sampleTableStg" and element.get("sqltable") == "DemSampleTableStg"
+    attributes = {a.get("name"): a for a in element.findall("{*}attribute")}
+    assert set(attributes) == {"id", "testcol1", "testcol2"}
+    assert (attributes["testcol1"].get("type"), attributes["testcol1"].get("length")) == ("string", "255")
+
+
+def test_a_source_schema_document(soap, session, sample_schema):
+    answer = get_entity(soap, session, "xtk:schema|dem:sampleTable")
+
+    (schema,) = list(answer.result("GetEntityIfMoreRecent")[0])
+    assert schema.get("name") == "sampleTable" and schema.get("stgSrcSchema") is None
+    assert schema.find("{*}element").get("autoStg") == "true"
+
+
+def test_an_unknown_schema_answers_an_empty_document(soap, session):
+    answer = get_entity(soap, session, "xtk:schema|dem:nothing")
+
+    assert answer.status == 200
+    assert answer.text == RESPONSE_START + "/></GetEntityIfMoreRecentResponse></SOAP-ENV:Body></SOAP-ENV:Envelope>"
+
+
+def test_an_unknown_schema_that_must_exist_is_a_fault(soap, session):
+    answer = get_entity(soap, session, "xtk:schema|dem:nothing", must_exist="true")
+
+    assert answer.status == 500
+    assert answer.fault()["detail"].startswith("CST-404000 ")
+
+
+def test_a_current_md5_answers_an_empty_document(soap, session, sample_schema):
+    (schema,) = list(get_entity(soap, session, "xtk:schema|dem:sampleTableStg").result("GetEntityIfMoreRecent")[0])
+
+    answer = get_entity(soap, session, "xtk:schema|dem:sampleTableStg", md5=schema.get("md5"))
+
+    assert list(answer.result("GetEntityIfMoreRecent")[0]) == []
+
+
+def test_get_entity_needs_a_session(soap):
+    answer = soap.post(sdk_envelope("xtk:persist", "GetEntityIfMoreRecent",
+                                    '<pk xsi:type="xsd:string">xtk:schema|xtk:session</pk>'))
+
+    assert answer.fault()["faultstring"].startswith("XSV-350008 ")
