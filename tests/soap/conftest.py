@@ -156,6 +156,11 @@ def sample_schema():
     return schema
 
 
+def staged_count(schema) -> int:
+    """Rows in the schema's staging table, whatever its columns."""
+    return services.unsynced_row_count(schema.description.staging_table)
+
+
 def staged_rows(schema) -> list[dict]:
     """Rows of the schema's staging table as {attribute: value} (attributes of the schema only)."""
     description = schema.description
