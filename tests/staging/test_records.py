@@ -137,7 +137,7 @@ def test_repeated_keys_merge_in_order_for_ingest_ext():
     (row,), problems = collapse_rows(rows, mode=INGEST_EXT)
     assert problems == []
     assert row.values == {"id": "K", "testcol1": "2", "testcol2": "1"}
-    assert row.indexes == [0, 1]
+    assert row.indexes == (0, 1)
 
 
 def test_repeated_keys_are_refused_for_ingest():
