@@ -46,9 +46,9 @@ class SubscriptionAdmin(_ReadOnly):
     list_display = ("email", "recipient_id", "service", "status", "created", "expires", "origin")
     list_filter = ("service", "status", ("created", admin.DateFieldListFilter))
     list_select_related = ("service",)
-    search_fields = ("=email", "=recipient_id")
+    # Exact lookups use the indexes; "=" would compare UPPER() values and scan.
+    search_fields = ("email__exact", "recipient_id__exact")
     search_help_text = "Exact email or recipient id."
-    date_hierarchy = "created"
 
     def get_urls(self):
         view = self.admin_site.admin_view(self.requests_view)
@@ -75,7 +75,8 @@ class SubscriptionAdmin(_ReadOnly):
         rows, error = [], None
         try:
             if schema is None:
-                raise DomainError("The built-in schema nms:subscriptionRcp is not loaded (manage.py load_builtin_schemas).")
+                raise DomainError("The built-in schema nms:subscriptionRcp is not loaded "
+                                  "(manage.py load_builtin_schemas).")
             rows = staged_rows(schema, status=status, after=int(after) if after.isdigit() else None,
                                limit=REQUESTS_PER_PAGE + 1)
         except DomainError as exc:
@@ -103,6 +104,5 @@ class SubscriptionAdmin(_ReadOnly):
 class SubscriptionHistoryAdmin(_ReadOnly):
     list_display = ("at", "action", "service_name", "email", "recipient_id", "origin")
     list_filter = ("action", "service", ("at", admin.DateFieldListFilter))
-    search_fields = ("=email", "=recipient_id")
+    search_fields = ("email__exact", "recipient_id__exact")
     search_help_text = "Exact email or recipient id."
-    date_hierarchy = "at"

@@ -23,7 +23,8 @@ class Service(models.Model):
         null=True, blank=True, help_text="Subscriptions end by themselves after this many days (empty: never)."
     )
     requires_confirmation = models.BooleanField(
-        default=False, help_text="Double opt-in: a subscription waits until the link of the confirmation email is followed."
+        default=False,
+        help_text="Double opt-in: a subscription waits until the link of the confirmation email is followed.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -89,4 +90,5 @@ class SubscriptionHistory(models.Model):
         verbose_name_plural = "subscription history"
 
     def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M} {self.action} {self.service_name or '(all channels)'} {self.email or self.recipient_id}"
+        service = self.service_name or "(all channels)"
+        return f"{self.at:%Y-%m-%d %H:%M} {self.action} {service} {self.email or self.recipient_id}"

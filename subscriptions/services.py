@@ -134,7 +134,8 @@ class _Tables:
         description = requests.description
         self.requests = lq(description.staging_table)
         self.request_columns = [lq(c) for c in (ddl.COL_SEQ, ddl.COL_VERSION, ddl.COL_ATTEMPTS, ddl.COL_DELETE)] + [
-            lq(description.attribute(n).sql_name) for n in ("id", "recipient-id", "email", "service", "origin", "create")
+            lq(description.attribute(n).sql_name)
+            for n in ("id", "recipient-id", "email", "service", "origin", "create")
         ]
         cq = self.cq
         self.recipients = cq(recipients.sql_table)

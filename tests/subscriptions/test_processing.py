@@ -138,8 +138,8 @@ def test_a_recipient_not_yet_in_the_cloud_waits_then_is_processed_once_synced(re
     assert "no recipient with email 'late@example.com'" in requests_state()[0][2]
     assert first.skipped == 1 and subscriptions() == []
 
-    staging_services.records_ingest(schema_id="nms:recipientStg", user=requester,
-                                    records=[RecordInput(values={"email": "late@example.com"}, key=None, operation=None)])
+    recipient = RecordInput(values={"email": "late@example.com"}, key=None, operation=None)
+    staging_services.records_ingest(schema_id="nms:recipientStg", records=[recipient], user=requester)
     sync.staging_sync(schema=builtins["nms:recipient"], trigger="command")
     process()
 
