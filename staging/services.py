@@ -402,7 +402,7 @@ def _staging_table(schema: Schema) -> _Table:
 
 
 # New rows take the table's defaults for status (pending), attempts (0) and version (1).
-_STG_INSERT_COLUMNS = (ddl.COL_DELETE, ddl.COL_LAST_MODIFIED, ddl.COL_OPERATION, ddl.COL_COLUMNS)
+_STG_INSERT_COLUMNS = (ddl.COL_DELETE, ddl.COL_LAST_MODIFIED, ddl.COL_OPERATION, ddl.COL_COLUMNS, ddl.COL_KEY)
 
 
 def _stage_inserts(cursor, table: _Table, rows: list, now) -> None:
@@ -412,8 +412,8 @@ def _stage_inserts(cursor, table: _Table, rows: list, now) -> None:
     sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
            f"VALUES ({', '.join(['%s'] * len(columns))})")
     business = table.business_values
-    params = [(*business(row.values), 1 if row.delete else 0, now, row.operation, ",".join(row.supplied))
-              for row in rows]
+    params = [(*business(row.values), 1 if row.delete else 0, now, row.operation, ",".join(row.supplied),
+               ",".join(row.key)) for row in rows]
     cursor.executemany(sql, params)
 
 
@@ -564,14 +564,14 @@ def _stage_updates(cursor, table: _Table, updates: list, now) -> None:
     for changed, group in groups.items():
         assignments = [f"{table.column[n]} = %s" for n in changed] + [
             f"{q(ddl.COL_DELETE)} = %s", f"{q(ddl.COL_LAST_MODIFIED)} = %s", f"{q(ddl.COL_OPERATION)} = %s",
-            f"{q(ddl.COL_COLUMNS)} = %s", f"{q(ddl.COL_STATUS)} = '{ddl.STATUS_PENDING}'",
+            f"{q(ddl.COL_COLUMNS)} = %s", f"{q(ddl.COL_KEY)} = %s", f"{q(ddl.COL_STATUS)} = '{ddl.STATUS_PENDING}'",
             f"{q(ddl.COL_ATTEMPTS)} = 0", f"{q(ddl.COL_ERROR)} = NULL",
             f"{q(ddl.COL_VERSION)} = {q(ddl.COL_VERSION)} + 1",
         ]
         sql = f"UPDATE {table.name} SET {', '.join(assignments)} WHERE {table.column[rec.ID_ATTR]} = %s"
         cursor.executemany(sql, [
             [table.db(n, row.values.get(n)) for n in changed]
-            + [1 if operation == rec.DELETE else 0, now, operation, columns, row.id]
+            + [1 if operation == rec.DELETE else 0, now, operation, columns, ",".join(row.key), row.id]
             for row, operation, columns in group
         ])
 
