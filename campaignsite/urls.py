@@ -3,12 +3,15 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from campaignsite.soap import soap_router, soap_wsdl
+from staging.admin import dashboard_view
 
 urlpatterns = [
     # Campaign's SOAP endpoints. A client endpoint configured with a trailing slash calls
     # //nl/jsp/soaprouter.jsp (the SDK appends the path verbatim), so that form is accepted too.
     re_path(r"^[/]?nl/jsp/soaprouter\.jsp$", soap_router, name="soap-router"),
     re_path(r"^[/]?nl/jsp/schemawsdl\.jsp$", soap_wsdl, name="soap-wsdl"),
+    # A page of the admin that belongs to no model; before admin.site.urls so it wins.
+    path("admin/staging/dashboard/", admin.site.admin_view(dashboard_view), name="staging_dashboard"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("staging.api.urls")),
     path("api/v1/", include("subscriptions.api.urls")),

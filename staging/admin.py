@@ -1,24 +1,116 @@
-"""Schemas in the admin: configuration, thin actions, and the structure-update confirmation page.
+"""Schemas and synchronization in the admin: configuration, thin actions, and a few custom views.
 
-Every write goes through `staging.services`: the forms call schema_create / schema_update /
-schema_set_auto_stg while validating (so their errors land next to the field), and the
-confirmation page calls structure_plan then structure_update.
+Every write goes through a service: the schema forms call schema_create / schema_update /
+schema_set_auto_stg while validating (so their errors land next to the field), the confirmation page
+calls structure_plan then structure_update, "Sync now" queues a run with sync_enqueue (never runs
+it in the request), and retry/discard call failed_rows_retry / failed_rows_discard.
+
+Staging and cloud tables are raw tables of possibly millions of rows, browsed through the keyset
+selectors of `staging.selectors` (no OFFSET, no uncapped COUNT); docs/admin.md explains the choices.
 """
+
+import json
+from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.safestring import mark_safe
 
 from campaignsite.errors import DomainError
-from staging import services
+from staging import charts, ddl, selectors, services, sync
 from staging.forms import SchemaAutoStgListForm, SchemaSourceForm
-from staging.models import Schema, StructureState
+from staging.models import Schema, StructureState, SyncRun
 
 UPDATE_STRUCTURE_PERMISSION = "staging.update_structure"
+RUN_SYNC_PERMISSION = sync.SYNC_PERMISSION
+ROWS_PER_PAGE = 100
+CHART_DAYS = 7
+OPERATIONS = (sync.OP_INSERT, sync.OP_INSERT_OR_UPDATE, sync.OP_UPDATE, sync.OP_DELETE)
+# Friendly names of the staging bookkeeping columns, as the REST API calls them.
+TECHNICAL_LABELS = {
+    ddl.COL_SEQ: "seq", ddl.COL_DELETE: "delete", ddl.COL_LAST_MODIFIED: "lastModified",
+    ddl.COL_OPERATION: "operation", ddl.COL_KEY: "key", ddl.COL_COLUMNS: "columns", ddl.COL_STATUS: "status",
+    ddl.COL_ATTEMPTS: "attempts", ddl.COL_ERROR: "error", ddl.COL_SYNCED_AT: "syncedAt",
+    ddl.COL_VERSION: "version",
+}
+
+
+class CappedPaginator(Paginator):
+    """Counts at most `cap` rows (COUNT over a LIMITed subquery): page links stop there, the table may go on."""
+
+    cap = 10_000
+
+    @cached_property
+    def count(self):
+        return self.object_list[: self.cap].count()
+
+
+def _safe_next(request, default: str) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                       require_https=request.is_secure()):
+        return target
+    return default
+
+
+def key_text(table: selectors.BrowsedTable, key: tuple) -> str:
+    """A row's keyset position in a URL: the bare value for one column, a JSON list for several."""
+    if len(key) == 1:
+        return str(key[0])
+    return json.dumps([str(v) for v in key])
+
+
+def key_parse(table: selectors.BrowsedTable, raw: str) -> tuple | None:
+    """The inverse of `key_text`, typed by column (integers stay integers); None when it does not parse."""
+    if not raw:
+        return None
+    try:
+        parts = [raw] if len(table.order_by) == 1 else json.loads(raw)
+    except ValueError:
+        return None
+    columns = selectors._columns_named(table, table.order_by)
+    if not isinstance(parts, list) or len(parts) != len(columns):
+        return None
+    typed = []
+    for column, part in zip(columns, parts):
+        if column.kind in ("serial", "byte", "short", "long", "int64"):
+            if not str(part).lstrip("-").isdigit():
+                return None
+            part = int(part)
+        typed.append(str(part) if not isinstance(part, int) else part)
+    return tuple(typed)
+
+
+def column_headers(schema: Schema, table: selectors.BrowsedTable) -> list[dict]:
+    """Each column's SQL name and what a reader calls it (the attribute name, or the bookkeeping name)."""
+    attributes = {a.sql_name.lower(): a.name for a in schema.description.attributes}
+    technical = {k.lower(): v for k, v in TECHNICAL_LABELS.items()}
+    return [
+        {"name": c.name, "label": attributes.get(c.name.lower()) or technical.get(c.name.lower(), c.name),
+         "technical": c.name.lower() in technical}
+        for c in table.columns
+    ]
+
+
+class _PageBacklog:
+    """backlog_by_schema() read once per changelist request, when the first column asks for it."""
+
+    def __init__(self):
+        self._by_id = None
+
+    def of(self, schema: Schema) -> selectors.Backlog | None:
+        if self._by_id is None:
+            self._by_id = {b.schema_id: b for b in selectors.backlog_by_schema()}
+        return self._by_id.get(schema.schema_id)
 
 
 def _with_user(form_class, user):
@@ -55,7 +147,7 @@ class SchemaAdmin(admin.ModelAdmin):
     list_editable = ("auto_stg",)
     list_filter = ("auto_stg", "built_in", "namespace")
     search_fields = ("namespace", "name", "label")
-    actions = ("update_structure", "enable_staging", "disable_staging")
+    actions = ("update_structure", "sync_now", "enable_staging", "disable_staging")
     readonly_fields = (
         "schema_id", "label", "sql_table", "staging_table", "attributes_table", "keys", "structure",
         "structure_applied_at", "built_in", "modified_at", "modified_by",
@@ -105,6 +197,51 @@ class SchemaAdmin(admin.ModelAdmin):
 
     def has_update_structure_permission(self, request):
         return request.user.has_perm(UPDATE_STRUCTURE_PERMISSION)
+
+    def has_run_sync_permission(self, request):
+        return request.user.has_perm(RUN_SYNC_PERMISSION)
+
+    # --- Sync columns of the list: one backlog read per page, not per row -----------------
+
+    def get_list_display(self, request):
+        backlog = _PageBacklog()
+
+        @admin.display(description="pending")
+        def pending(obj):
+            found = backlog.of(obj)
+            return "—" if found is None or found.pending is None else found.pending
+
+        @admin.display(description="failed")
+        def failed(obj):
+            found = backlog.of(obj)
+            if found is None or not found.failed:
+                return "—" if found is None or found.failed is None else 0
+            url = reverse("admin:staging_schema_staged", args=[obj.pk])
+            return format_html('<a class="staging-failed" href="{}?status=failed">{}</a>', url, found.failed)
+
+        @admin.display(description="last sync")
+        def last_sync(obj):
+            found = backlog.of(obj)
+            run = found.last_run if found else None
+            if run is None:
+                return "—"
+            return format_html('<a href="{}">{}</a> <span class="staging-badge staging-badge--{}">{}</span>',
+                               reverse("admin:staging_syncrun_change", args=[run.pk]),
+                               timezone.localtime(run.started_at).strftime("%Y-%m-%d %H:%M"), run.status,
+                               run.status)
+
+        @admin.display(description="data")
+        def data(obj):
+            links = []
+            if obj.auto_stg and obj.applied_table("staging"):
+                links.append(format_html('<a href="{}">staged</a>',
+                                         reverse("admin:staging_schema_staged", args=[obj.pk])))
+            if obj.applied_table("cloud"):
+                links.append(format_html('<a href="{}">cloud</a>',
+                                         reverse("admin:staging_schema_cloud", args=[obj.pk])))
+            return format_html_join(" · ", "{}", ((link,) for link in links)) or "—"
+
+        return (*self.list_display, pending, failed, last_sync, data)
 
     # --- Columns and read-only fields ----------------------------------------------------
 
@@ -160,6 +297,22 @@ class SchemaAdmin(admin.ModelAdmin):
         ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
         return HttpResponseRedirect(f"{reverse('admin:staging_schema_structure')}?ids={ids}")
 
+    @admin.action(description="Sync now (queue a synchronization)", permissions=["run_sync"])
+    def sync_now(self, request, queryset):
+        for schema in queryset:
+            self._enqueue(request, schema)
+
+    def _enqueue(self, request, schema: Schema) -> None:
+        try:
+            task = sync.sync_enqueue(schema=schema.schema_id, trigger=SyncRun.Trigger.ADMIN, user=request.user)
+        except DomainError as error:
+            messages.error(request, _error_message(schema, error))
+            return
+        runs = reverse("admin:staging_syncrun_changelist")
+        messages.success(request, format_html(
+            "Synchronization of {} queued ({}); it appears in <a href=\"{}?schema={}\">Sync runs</a> when a "
+            "worker starts it.", schema, task, runs, schema.schema_id))
+
     @admin.action(description="Enable staging (autoStg)", permissions=["change"])
     def enable_staging(self, request, queryset):
         self._set_auto_stg(request, queryset, enabled=True)
@@ -185,8 +338,17 @@ class SchemaAdmin(admin.ModelAdmin):
     # --- Structure update confirmation ----------------------------------------------------
 
     def get_urls(self):
-        view = self.admin_site.admin_view(self.structure_view)
-        return [path("structure/", view, name="staging_schema_structure"), *super().get_urls()]
+        view = self.admin_site.admin_view
+        return [
+            path("structure/", view(self.structure_view), name="staging_schema_structure"),
+            path("<int:pk>/sync/", view(self.sync_view), name="staging_schema_sync"),
+            path("<int:pk>/staged/", view(self.staged_view), name="staging_schema_staged"),
+            path("<int:pk>/staged/failed/", view(self.failed_view), name="staging_schema_failed"),
+            path("<int:pk>/staged/<int:seq>/", view(self.staged_row_view), name="staging_schema_staged_row"),
+            path("<int:pk>/cloud/", view(self.cloud_view), name="staging_schema_cloud"),
+            path("<int:pk>/cloud/row/", view(self.cloud_row_view), name="staging_schema_cloud_row"),
+            *super().get_urls(),
+        ]
 
     def structure_view(self, request):
         """Show the DDL of the selected schemas; on POST, apply it (destructive plans need the box ticked)."""
@@ -240,3 +402,335 @@ class SchemaAdmin(admin.ModelAdmin):
             messages.info(request, f"{schema}: the database structure was already up to date.")
         else:
             messages.success(request, f"{schema}: database structure updated ({len(plan.statements)} statement(s)).")
+
+    # --- Sync now (change page, staged browser, dashboard) ---------------------------------
+
+    def sync_view(self, request, pk):
+        """POST: queue a synchronization of this schema, then go back where the button was."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_run_sync_permission(request):
+            raise PermissionDenied
+        schema = get_object_or_404(Schema, pk=pk)
+        self._enqueue(request, schema)
+        return HttpResponseRedirect(_safe_next(request, reverse("admin:staging_schema_change", args=[pk])))
+
+    # --- Staged-data and cloud-data browsers --------------------------------------------------
+
+    def _viewable_schema(self, request, pk) -> Schema:
+        schema = get_object_or_404(Schema, pk=pk)
+        if not self.has_view_permission(request, schema):
+            raise PermissionDenied
+        return schema
+
+    def _page_context(self, request, schema: Schema, title: str, **extra) -> dict:
+        return {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "opts": self.opts,
+            "media": self.media,
+            "schema": schema,
+            "change_url": reverse("admin:staging_schema_change", args=[schema.pk]),
+            "staged_url": reverse("admin:staging_schema_staged", args=[schema.pk]),
+            "cloud_url": reverse("admin:staging_schema_cloud", args=[schema.pk]),
+            "can_sync": self.has_run_sync_permission(request),
+            **extra,
+        }
+
+    def _listing(self, request, schema: Schema, table, *, filters: dict, newest_first: bool, row_url) -> dict:
+        """The page of rows the query string asks for: a key search, or a keyset page with a capped count."""
+        query = request.GET.get("q", "").strip()
+        error = None
+        if query:
+            try:
+                lookups = selectors.key_lookups(schema.description, query)
+            except DomainError as exc:
+                error, lookups = exc, []
+            page = selectors.table_lookup(table, lookups=lookups, filters=filters, descending=newest_first,
+                                          limit=ROWS_PER_PAGE)
+            count, capped = len(page.rows), False
+        else:
+            after = key_parse(table, request.GET.get("after", ""))
+            before = key_parse(table, request.GET.get("before", ""))
+            page = selectors.table_page(table, filters=filters, descending=newest_first, after=after, before=before,
+                                        limit=ROWS_PER_PAGE)
+            count, capped = selectors.table_count_capped(table, filters=filters)
+        kept = {k: v for k, v in request.GET.items() if k not in ("after", "before") and v}
+        headers = column_headers(schema, table)
+        status_index = next((i for i, c in enumerate(table.columns) if c.name == ddl.COL_STATUS), None)
+        rows = [
+            {
+                "key": key_text(table, key),
+                "url": row_url(key),
+                "status": row[status_index] if status_index is not None else None,
+                "cells": list(zip(headers, row)),
+            }
+            for key, row in zip(page.keys, page.rows)
+        ]
+        return {
+            "table": table,
+            "headers": headers,
+            "rows": rows,
+            "query": query,
+            "search_error": error,
+            "count": count,
+            "capped": capped,
+            "estimate": None if filters or query else selectors.table_size_estimate(table),
+            "next_url": f"?{urlencode({**kept, 'after': key_text(table, page.last_key)})}" if page.has_next else None,
+            "previous_url": (f"?{urlencode({**kept, 'before': key_text(table, page.first_key)})}"
+                             if page.has_previous else None),
+            "first_url": f"?{urlencode(kept)}" if page.has_previous else None,
+            "key_help": self._key_help(schema),
+        }
+
+    @staticmethod
+    def _key_help(schema: Schema) -> str:
+        description = schema.description
+        keys = [description.primary_key, *(k.fields for k in description.keys)]
+        return "; ".join(", ".join(f"@{f}" for f in fields) for fields in keys if fields)
+
+    def staged_view(self, request, pk):
+        """The staging rows of a schema, newest first by default, filtered by status and operation."""
+        schema = self._viewable_schema(request, pk)
+        table = selectors.browsed_table(schema, "staging") if schema.auto_stg else None
+        context = self._page_context(request, schema, f"Staged data: {schema.schema_id}Stg", kind="staged")
+        if table is None:
+            context["missing"] = (f"{schema.schema_id} has no staging table: turn staging (autoStg) on and update "
+                                  "the database structure.")
+            return TemplateResponse(request, "admin/staging/schema/browser.html", context)
+        status = request.GET.get("status")
+        status = status if status in selectors.STAGED_STATUSES else None
+        operation = request.GET.get("operation")
+        operation = operation if operation in OPERATIONS else None
+        newest_first = request.GET.get("order") != "old"
+        filters = {}
+        if status:  # served by the (sStgStatus, iStgSeq) index
+            filters[ddl.COL_STATUS] = status
+        if operation:
+            filters[ddl.COL_OPERATION] = operation
+        context.update(self._listing(
+            request, schema, table, filters=filters, newest_first=newest_first,
+            row_url=lambda key: reverse("admin:staging_schema_staged_row", args=[schema.pk, key[0]]),
+        ))
+        context.update({
+            "status": status, "operation": operation, "newest_first": newest_first,
+            "statuses": selectors.STAGED_STATUSES, "operations": OPERATIONS,
+            "failed_url": reverse("admin:staging_schema_failed", args=[schema.pk]),
+            "sync_url": reverse("admin:staging_schema_sync", args=[schema.pk]),
+        })
+        return TemplateResponse(request, "admin/staging/schema/browser.html", context)
+
+    def staged_row_view(self, request, pk, seq):
+        schema = self._viewable_schema(request, pk)
+        table = selectors.browsed_table(schema, "staging") if schema.auto_stg else None
+        row = selectors.table_row(table, key=(seq,)) if table else None
+        if row is None:
+            raise Http404(f"No staged row {seq} in {schema.schema_id}Stg.")
+        context = self._page_context(request, schema, f"{schema.schema_id}Stg row {seq}", kind="staged",
+                                     fields=self._fields(schema, table, row))
+        cloud = selectors.browsed_table(schema, "cloud")
+        pk_values = tuple(row.get(c) for c in (cloud.order_by if cloud else ()))
+        if cloud and all(v is not None for v in pk_values):
+            context["other_url"] = (reverse("admin:staging_schema_cloud_row", args=[schema.pk])
+                                    + "?" + urlencode({"key": key_text(cloud, pk_values)}))
+            context["other_label"] = "This record in the cloud table"
+        context["status"] = row.get(ddl.COL_STATUS)
+        context["seq"] = seq
+        context["failed_url"] = reverse("admin:staging_schema_failed", args=[schema.pk])
+        return TemplateResponse(request, "admin/staging/schema/row.html", context)
+
+    def cloud_view(self, request, pk):
+        """The cloud table of a schema, read-only, in primary-key order."""
+        schema = self._viewable_schema(request, pk)
+        table = selectors.browsed_table(schema, "cloud")
+        context = self._page_context(request, schema, f"Cloud data: {schema.description.sql_table}", kind="cloud")
+        if table is None:
+            context["missing"] = f"The table of {schema.schema_id} does not exist yet: update the database structure."
+            return TemplateResponse(request, "admin/staging/schema/browser.html", context)
+        row_base = reverse("admin:staging_schema_cloud_row", args=[schema.pk])
+        context.update(self._listing(
+            request, schema, table, filters={}, newest_first=False,
+            row_url=lambda key: f"{row_base}?{urlencode({'key': key_text(table, key)})}",
+        ))
+        return TemplateResponse(request, "admin/staging/schema/browser.html", context)
+
+    def cloud_row_view(self, request, pk):
+        schema = self._viewable_schema(request, pk)
+        table = selectors.browsed_table(schema, "cloud")
+        key = key_parse(table, request.GET.get("key", "")) if table else None
+        row = selectors.table_row(table, key=key) if key else None
+        if row is None:
+            raise Http404(f"No such record in {schema.description.sql_table}.")
+        context = self._page_context(request, schema, f"{schema.description.sql_table} record", kind="cloud",
+                                     fields=self._fields(schema, table, row))
+        if schema.auto_stg and schema.applied_table("staging") and len(key) == 1:
+            context["other_url"] = reverse("admin:staging_schema_staged", args=[schema.pk]) + "?" + urlencode(
+                {"q": key[0]})
+            context["other_label"] = "Staged rows of this record"
+        return TemplateResponse(request, "admin/staging/schema/row.html", context)
+
+    @staticmethod
+    def _fields(schema: Schema, table, row: dict) -> list[tuple[dict, object]]:
+        return [(header, row[header["name"]]) for header in column_headers(schema, table)]
+
+    # --- Retry / discard failed rows (confirmation page) --------------------------------------
+
+    def failed_view(self, request, pk):
+        """POST from the staged browser: show what retry/discard would change; with confirm=yes, do it."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_run_sync_permission(request):
+            raise PermissionDenied
+        schema = self._viewable_schema(request, pk)
+        browser_url = reverse("admin:staging_schema_staged", args=[schema.pk])
+        back = _safe_next(request, browser_url)
+        table = selectors.browsed_table(schema, "staging") if schema.auto_stg else None
+        action = request.POST.get("action")
+        everything = request.POST.get("scope") == "all"
+        seqs = sorted({int(v) for v in request.POST.getlist("seq") if v.isdigit()})
+        if table is None or action not in ("retry", "discard"):
+            messages.warning(request, "Choose “Retry failed” or “Discard failed”.")
+            return HttpResponseRedirect(back)
+        if not everything and not seqs:
+            messages.warning(request, "Select rows, or choose “all failed rows”.")
+            return HttpResponseRedirect(back)
+        chosen = None if everything else seqs
+        if request.POST.get("confirm") == "yes":
+            service = sync.failed_rows_retry if action == "retry" else sync.failed_rows_discard
+            try:
+                changed = service(schema=schema, seqs=chosen)
+            except DomainError as error:
+                messages.error(request, _error_message(schema, error))
+                return HttpResponseRedirect(back)
+            done = "made pending again (the next sync applies them)" if action == "retry" else "deleted"
+            messages.success(request, f"{schema}: {changed} failed row(s) {done}.")
+            return HttpResponseRedirect(back)
+        count, capped = selectors.table_count_capped(table, filters={ddl.COL_STATUS: ddl.STATUS_FAILED}, seqs=chosen)
+        context = self._page_context(
+            request, schema, "Retry failed rows" if action == "retry" else "Discard failed rows", kind="staged",
+            action=action, everything=everything, seqs=seqs, count=count, capped=capped, next=back,
+            ignored=0 if everything else len(seqs) - count,
+        )
+        return TemplateResponse(request, "admin/staging/schema/failed_confirmation.html", context)
+
+
+# --- Sync runs -------------------------------------------------------------------------------
+
+
+class SchemaIdFilter(admin.SimpleListFilter):
+    """Schemas from the (small) schema table, not a DISTINCT over every run ever recorded."""
+
+    title = "schema"
+    parameter_name = "schema"
+
+    def lookups(self, request, model_admin):
+        return [(s.schema_id, s.schema_id) for s in Schema.objects.order_by("namespace", "name")]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(schema=self.value()) if self.value() else queryset
+
+
+@admin.register(SyncRun)
+class SyncRunAdmin(admin.ModelAdmin):
+    """The sync audit: read-only, newest first; an index on (schema, started_at) serves the filters."""
+
+    list_display = ("started_at", "schema", "trigger", "status_badge", "duration_text", "sent", "inserted",
+                    "updated", "deleted", "skipped", "failed")
+    list_display_links = ("started_at",)
+    list_filter = (SchemaIdFilter, "status", "trigger")
+    date_hierarchy = "started_at"
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = CappedPaginator
+    list_per_page = 100
+    fields = ("schema", "trigger", "status_badge", "started_at", "finished_at", "duration_text", "sent",
+              "inserted", "updated", "deleted", "skipped", "failed", "error")
+    readonly_fields = fields
+
+    class Media:
+        css = {"all": ("staging/admin.css",)}
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: SyncRun) -> str:
+        return format_html('<span class="staging-badge staging-badge--{}">{}</span>', obj.status, obj.status)
+
+    @admin.display(description="duration")
+    def duration_text(self, obj: SyncRun) -> str:
+        duration = obj.duration
+        if duration is None:
+            return "—"
+        seconds = duration.total_seconds()
+        return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
+# --- Dashboard -------------------------------------------------------------------------------
+
+
+def _run_bar(run: SyncRun) -> charts.Bar:
+    started = timezone.localtime(run.started_at)
+    return charts.Bar(
+        value=run.sent,
+        part=run.failed,
+        group=started.strftime("%a %d"),
+        label=(f"{run.schema} {started:%Y-%m-%d %H:%M} {run.status}: {run.sent} sent, {run.inserted} inserted, "
+               f"{run.updated} updated, {run.deleted} deleted, {run.skipped} skipped, {run.failed} failed"),
+        href=reverse("admin:staging_syncrun_change", args=[run.pk]),
+    )
+
+
+def dashboard_view(request):
+    """Backlog per staged schema, last and next runs, and rows synced per run over the last days.
+
+    The backlog is `backlog_by_schema()`, the same selector `manage.py staging_status` prints.
+    Mounted at /admin/staging/dashboard/ by campaignsite/urls.py, wrapped in admin_view.
+    """
+    if not (request.user.has_perm("staging.view_syncrun") or request.user.has_perm("staging.view_schema")):
+        raise PermissionDenied
+    schemas = {s.schema_id: s for s in Schema.objects.filter(auto_stg=True)}
+    can_sync = request.user.has_perm(RUN_SYNC_PERMISSION)
+    backlog = [
+        {
+            "item": item,
+            "schema": schemas.get(item.schema_id),
+            "staged_url": reverse("admin:staging_schema_staged", args=[schemas[item.schema_id].pk]),
+            "sync_url": reverse("admin:staging_schema_sync", args=[schemas[item.schema_id].pk]),
+            "syncable": item.schema_id not in sync.PROCESSED_ELSEWHERE,
+        }
+        for item in selectors.backlog_by_schema()
+        if item.schema_id in schemas
+    ]
+    since = timezone.now() - timedelta(days=CHART_DAYS)
+    runs = selectors.sync_runs_since(since=since, with_rows_only=True)
+    chart = charts.bar_chart_svg(
+        [_run_bar(run) for run in runs],
+        title=f"Rows sent per synchronization run, last {CHART_DAYS} days (failed rows in red)",
+        empty_text=f"No run moved any row in the last {CHART_DAYS} days.",
+    )
+    context = {
+        **admin.site.each_context(request),
+        "title": "Synchronization dashboard",
+        "backlog": backlog,
+        "next_run": selectors.next_sync_time(),
+        "chart": mark_safe(chart),  # built by staging.charts, which escapes every text it writes
+        "chart_days": CHART_DAYS,
+        "chart_runs": len(runs),
+        "chart_rows": sum(run.sent for run in runs),
+        "can_sync": can_sync,
+        "runs_url": reverse("admin:staging_syncrun_changelist"),
+        "schedules_url": reverse("admin:django_q_schedule_changelist"),
+        "next": request.get_full_path(),
+    }
+    return TemplateResponse(request, "admin/staging/dashboard.html", context)
+
+
+# The admin index and the Staging app page link the dashboard (admin/staging/index.html adds the box).
+admin.site.index_template = "admin/staging/index.html"

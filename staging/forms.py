@@ -43,6 +43,8 @@ class SchemaSourceForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if "source" not in self.fields:  # a view-only user: the admin shows the fields read-only
+            return
         self.fields["auto_stg"].initial = self.instance.auto_stg
         self.fields["source"].strip = False  # the source is kept verbatim, indentation included
 

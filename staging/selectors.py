@@ -1,10 +1,12 @@
 """Reads shared by the REST API, the admin and commands."""
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from django.db import connections
 
+from campaignsite.errors import InvalidInput, Problem
 from staging import ddl
 from staging.models import Schema, SyncRun
 
@@ -131,3 +133,240 @@ def backlog_by_schema() -> list[Backlog]:
         last_run = SyncRun.objects.filter(schema=schema.schema_id).order_by("-started_at", "-pk").first()
         result.append(Backlog(schema.schema_id, pending, failed, _utc(oldest), last_run, next_run))
     return result
+
+
+# --- Table browsers (admin): keyset pages over staging and cloud tables ---------------------------
+#
+# Staging and cloud tables are raw tables, not models, and can hold millions of rows. Every read here
+# walks an index and stops at LIMIT: pages are keyset pages (no OFFSET), counts are capped, and a key
+# search is one unique-index lookup per key.
+
+COUNT_CAP = 10_000
+_INTEGER_TYPES = ("byte", "short", "long", "int64")
+_DECIMAL_TYPES = ("float", "double")
+_TEXT_TYPES = ("string", "memo", "uuid")
+
+
+@dataclass(frozen=True)
+class BrowsedTable:
+    """A table as the last structure update created it: where it lives and its columns, in order."""
+
+    alias: str
+    name: str
+    columns: tuple[ddl.ColumnSpec, ...]
+    order_by: tuple[str, ...]  # the keyset: iStgSeq for staging, the primary key for cloud tables
+
+
+@dataclass(frozen=True)
+class TablePage:
+    columns: tuple[ddl.ColumnSpec, ...]
+    rows: list[tuple]  # values in column order
+    keys: list[tuple]  # each row's keyset position (values of `order_by`)
+    has_next: bool
+    has_previous: bool
+
+    @property
+    def first_key(self) -> tuple | None:
+        return self.keys[0] if self.keys else None
+
+    @property
+    def last_key(self) -> tuple | None:
+        return self.keys[-1] if self.keys else None
+
+
+def browsed_table(schema: Schema, role: str) -> BrowsedTable | None:
+    """The applied `role` table ("staging" or "cloud") of `schema`, None when it was never created.
+
+    Columns are those of the applied structure: after an unapplied source edit the table does not
+    have the new columns yet, so they are left out instead of failing the SELECT.
+    """
+    applied = schema.applied_table(role)
+    if applied is None:
+        return None
+    description = schema.description
+    spec = ddl.staging_table(description) if role == "staging" else ddl.desired_tables(description)[0]
+    present = set(applied["types"])
+    by_name = {c.name.lower(): c for c in spec.columns}
+    # The spec's order (business columns first), then any applied column the source no longer has.
+    columns = tuple(c for c in spec.columns if c.name.lower() in present) + tuple(
+        ddl.ColumnSpec(name, "string") for name in applied["types"] if name not in by_name)
+    order_by = (ddl.COL_SEQ,) if role == "staging" else spec.primary_key
+    return BrowsedTable(applied["alias"], applied["name"], columns, order_by)
+
+
+def _where(q, filters: dict, seqs=None) -> tuple[list[str], list]:
+    clauses, params = [], []
+    for column, value in filters.items():
+        clauses.append(f"{q(column)} = %s")
+        params.append(value)
+    if seqs is not None:
+        clauses.append(f"{q(ddl.COL_SEQ)} IN ({', '.join(['%s'] * len(seqs)) or 'NULL'})")
+        params.extend(seqs)
+    return clauses, params
+
+
+def _keyset(q, columns: tuple[str, ...], op: str, key: tuple) -> tuple[str, list]:
+    # A row-value comparison walks a composite primary key's index in both PostgreSQL and SQLite.
+    if len(columns) == 1:
+        return f"{q(columns[0])} {op} %s", [key[0]]
+    return f"({', '.join(q(c) for c in columns)}) {op} ({', '.join(['%s'] * len(key))})", list(key)
+
+
+def table_page(table: BrowsedTable, *, filters: dict | None = None, descending: bool = False,
+               after: tuple | None = None, before: tuple | None = None, limit: int = 100) -> TablePage:
+    """One keyset page of `table` in `order_by` order (`descending` for newest first): the rows
+    after the position `after` or before `before` in that display order, `filters` (column → value,
+    meant for indexed columns) applied. Reads at most `limit` + 1 rows, never counts.
+    """
+    connection = connections[table.alias]
+    q = lambda name: ddl.quote(name, connection.vendor)  # noqa: E731
+    clauses, params = _where(q, filters or {})
+    # Going back means reading the other way from `before`, then turning the rows around.
+    backwards = before is not None and after is None
+    bound = before if backwards else after
+    read_descending = descending != backwards
+    if bound is not None:
+        clause, values = _keyset(q, table.order_by, "<" if read_descending else ">", bound)
+        clauses.append(clause)
+        params.extend(values)
+    direction = " DESC" if read_descending else ""
+    sql = f"SELECT {', '.join(q(c.name) for c in table.columns)} FROM {q(table.name)}"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY " + ", ".join(q(c) + direction for c in table.order_by) + " LIMIT %s"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, limit + 1])
+        fetched = cursor.fetchall()
+    more = len(fetched) > limit
+    rows = fetched[:limit]
+    if backwards:
+        rows.reverse()
+    positions = [table.columns.index(c) for c in _columns_named(table, table.order_by)]
+    keys = [tuple(row[i] for i in positions) for row in rows]
+    has_next, has_previous = (bound is not None, more) if backwards else (more, bound is not None)
+    return TablePage(table.columns, rows, keys, has_next, has_previous)
+
+
+def _columns_named(table: BrowsedTable, names: tuple[str, ...]) -> list[ddl.ColumnSpec]:
+    by_name = {c.name.lower(): c for c in table.columns}
+    return [by_name[n.lower()] for n in names]
+
+
+def table_lookup(table: BrowsedTable, *, lookups: list[dict], filters: dict | None = None,
+                 descending: bool = False, limit: int = 100) -> TablePage:
+    """The rows matching any of `lookups` (each column → value on a unique index) and `filters`.
+
+    One indexed query per lookup, merged here: an OR in one statement may make the planner walk
+    the whole ordering index instead.
+    """
+    found = {}
+    columns = None
+    for lookup in lookups:
+        page = table_page(table, filters={**(filters or {}), **lookup}, descending=descending, limit=limit)
+        columns = page.columns
+        found.update(zip(page.keys, page.rows))
+    ordered = sorted(found.items(), key=lambda item: item[0], reverse=descending)[:limit]
+    return TablePage(columns or table.columns, [r for _, r in ordered], [k for k, _ in ordered], False, False)
+
+
+def table_row(table: BrowsedTable, *, key: tuple) -> dict | None:
+    """One row of `table` by its keyset position (sequence or primary key): {column name: value}."""
+    filters = dict(zip((c.name for c in _columns_named(table, table.order_by)), key))
+    page = table_page(table, filters=filters, limit=1)
+    return dict(zip((c.name for c in page.columns), page.rows[0])) if page.rows else None
+
+
+def table_count_capped(table: BrowsedTable, *, filters: dict | None = None, seqs=None,
+                       cap: int = COUNT_CAP) -> tuple[int, bool]:
+    """How many rows match, counting at most `cap` + 1: (count, True when there are more than `cap`)."""
+    connection = connections[table.alias]
+    q = lambda name: ddl.quote(name, connection.vendor)  # noqa: E731
+    clauses, params = _where(q, filters or {}, seqs)
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM (SELECT 1 FROM {q(table.name)}{where} LIMIT %s) capped",
+                       [*params, cap + 1])
+        count = cursor.fetchone()[0]
+    return min(count, cap), count > cap
+
+
+def table_size_estimate(table: BrowsedTable) -> int | None:
+    """PostgreSQL's planner estimate of the table's row count (free: no scan); None elsewhere or unknown."""
+    connection = connections[table.alias]
+    if connection.vendor != ddl.POSTGRESQL:
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = to_regclass(%s)",
+                       [ddl.quote(table.name, connection.vendor)])
+        found = cursor.fetchone()
+    return int(found[0]) if found and found[0] is not None and found[0] >= 0 else None
+
+
+def _typed_key_value(attribute, text: str):
+    """`text` as a value of `attribute`'s type, or None when it cannot be one (so that key is skipped)."""
+    text = text.strip()
+    if attribute.type in _INTEGER_TYPES:
+        return int(text) if re.fullmatch(r"-?\d{1,18}", text) else None
+    if attribute.type in _DECIMAL_TYPES:
+        try:
+            return float(text)
+        except ValueError:
+            return None
+    if attribute.type == "boolean":
+        return {"true": 1, "1": 1, "false": 0, "0": 0}.get(text.lower())
+    if attribute.type in _TEXT_TYPES:
+        return text
+    return None
+
+
+def key_lookups(description, text: str) -> list[dict]:
+    """What a key search means, as lookups on unique indexes (SQL column → value), any of which may match.
+
+    "abc" is tried on the primary key and on every single-field key whose type fits; "email=a@b.c" or
+    "@first=A, @last=B" names the fields of one key. Raises InvalidInput when the named fields are not a
+    whole key (the search would have no index to use) or a value does not fit its field.
+    """
+    text = (text or "").strip()
+    if not text:
+        return []
+    keys = [tuple(description.primary_key), *(tuple(k.fields) for k in description.keys)]
+    accepted = "; ".join(", ".join(f"@{f}" for f in fields) for fields in keys if fields)
+    if "=" not in text:
+        lookups = []
+        for fields in dict.fromkeys(k for k in keys if len(k) == 1):
+            attribute = description.attribute(fields[0])
+            value = _typed_key_value(attribute, text)
+            if value is not None:
+                lookups.append({attribute.sql_name: value})
+        return lookups
+    lookup, named = {}, set()
+    for part in re.split(r"[,;&]", text):
+        name, _, raw = part.partition("=")
+        name = name.strip().lstrip("@")
+        attribute = description.attribute(name)
+        if attribute is None:
+            raise InvalidInput(f"Search by key: {description.id} has no attribute '{name}'.",
+                               [Problem(f"name the fields of a key: {accepted}", attribute=name, value=raw.strip())])
+        value = _typed_key_value(attribute, raw)
+        if value is None:
+            raise InvalidInput(f"Search by key: '{raw.strip()}' is not a value of @{name} ({attribute.type}).",
+                               [Problem(f"give a {attribute.type} value", attribute=name, value=raw.strip())])
+        lookup[attribute.sql_name] = value
+        named.add(attribute.name)
+    if not any(fields and set(fields) <= named for fields in keys):
+        raise InvalidInput(f"Search by key: {', '.join(sorted(named))} is not a key of {description.id}.",
+                           [Problem(f"name all the fields of one key: {accepted}", value=text)])
+    return [lookup]
+
+
+# --- Sync history (dashboard chart) ---------------------------------------------------------------
+
+
+def sync_runs_since(*, since: datetime, with_rows_only: bool = False, limit: int = 1000) -> list[SyncRun]:
+    """Finished runs started after `since`, oldest first, at most the latest `limit` (the started_at index);
+    with `with_rows_only`, only those that sent rows (the scheduled runs that found nothing are left out).
+    """
+    runs = SyncRun.objects.filter(started_at__gte=since).exclude(status=SyncRun.Status.RUNNING)
+    if with_rows_only:
+        runs = runs.filter(sent__gt=0)
+    return list(reversed(runs.order_by("-started_at", "-pk")[:limit]))
