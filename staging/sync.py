@@ -231,6 +231,8 @@ def _apply(tables: _Tables, rows: list[StagedRow]) -> list[Outcome]:
             f"{cloud_ref}.{cq(tables.attributes[i].sql_name)} = {batch_ref}.{cq(f'v{i}')}" for i in key_indexes
         )
 
+    key_columns = ", ".join(cq(tables.attributes[i].sql_name) for i in key_indexes)
+    batch_keys = ", ".join(f"b.{cq(f'v{i}')}" for i in key_indexes)
     value_columns = ", ".join(f"{cq(f'v{i}')}, {cq(f'f{i}')}" for i in range(len(tables.attributes)))
     placeholders = ", ".join(["%s"] * (4 + 2 * len(tables.attributes)))
     params = []
@@ -265,8 +267,10 @@ def _apply(tables: _Tables, rows: list[StagedRow]) -> list[Outcome]:
         )
         cursor.execute(f"UPDATE {temp} SET {existed} = 1 WHERE EXISTS (SELECT 1 FROM {target} c WHERE "
                        f"{match('c', temp)})")
-        cursor.execute(f"DELETE FROM {target} WHERE EXISTS (SELECT 1 FROM {temp} b WHERE b.{op} = %s AND "
-                       f"{match(target, 'b')})", [OP_DELETE])
+        # IN over the batch, not EXISTS per cloud row: SQLite then seeks the cloud key index for each batch
+        # row instead of scanning the whole cloud table once per batch (measured 1.7 s per 500 rows at 20k).
+        cursor.execute(f"DELETE FROM {target} WHERE ({key_columns}) IN (SELECT {batch_keys} FROM {temp} b "
+                       f"WHERE b.{op} = %s)", [OP_DELETE])
         if set_clause:
             cursor.execute(f"UPDATE {target} SET {set_clause} FROM {temp} b WHERE b.{existed} = 1 "
                            f"AND b.{op} IN (%s, %s) AND {match(target, 'b')}", [OP_INSERT_OR_UPDATE, OP_UPDATE])
