@@ -36,7 +36,15 @@ def _number(value: float) -> str:
     return f"{value:.1f}".rstrip("0").rstrip(".")
 
 
-def bar_chart_svg(bars: list[Bar], *, title: str, width: int = 900, height: int = 240, ticks: int = 4,
+MAX_BAR_WIDTH = 36
+
+
+def _tick_count(ceiling: int) -> int:
+    # Whole-number steps: 5 → 0..5 by 1, 20 → by 4, 100 → by 20; 1 and 2 step by 1.
+    return 5 if ceiling % 5 == 0 else 4 if ceiling % 4 == 0 else ceiling
+
+
+def bar_chart_svg(bars: list[Bar], *, title: str, width: int = 900, height: int = 240,
                   empty_text: str = "Nothing to show for this period.") -> str:
     """A bar chart as an `<svg>` element: one `<g class="bar">` per item, in order, scaled to the largest
     value, with a labelled y axis and a label under each new x group.
@@ -54,16 +62,17 @@ def bar_chart_svg(bars: list[Bar], *, title: str, width: int = 900, height: int 
         return "".join(out)
 
     ceiling = nice_ceiling(max(b.value for b in bars))
+    ticks = _tick_count(ceiling)
     for i in range(ticks + 1):
         value = ceiling * i / ticks
         y = top + plot_h - plot_h * i / ticks
         out.append(f'<line x1="{left}" y1="{_number(y)}" x2="{width - right}" y2="{_number(y)}" '
                    f'stroke="{GRID_COLOUR if i else AXIS_COLOUR}"/>')
         out.append(f'<text x="{left - 6}" y="{_number(y + 4)}" text-anchor="end" font-size="11" '
-                   f'fill="#666">{_number(value) if value < 1 else f"{round(value):,}"}</text>')
+                   f'fill="#666">{round(value):,}</text>')
 
     slot = plot_w / len(bars)
-    bar_w = max(1.0, slot * 0.8)
+    bar_w = min(MAX_BAR_WIDTH, max(1.0, slot * 0.8))
     previous_group = None
     for index, bar in enumerate(bars):
         x = left + slot * index + (slot - bar_w) / 2

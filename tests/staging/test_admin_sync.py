@@ -111,7 +111,8 @@ def test_every_sync_admin_page_answers_for_a_superuser(admin_client, sample):
     for url in (
         DASHBOARD, reverse("admin:index"), reverse("admin:app_list", args=["staging"]),
         reverse("admin:staging_schema_changelist"), reverse("admin:staging_schema_change", args=[sample.pk]),
-        staged(sample), staged(sample, "status=synced", "operation=insert", "order=old"), staged(sample, f"q={keys[1]}"),
+        staged(sample), staged(sample, "status=synced", "operation=insert", "order=old"),
+        staged(sample, f"q={keys[1]}"),
         reverse("admin:staging_schema_staged_row", args=[sample.pk, seq]),
         reverse("admin:staging_schema_cloud", args=[sample.pk]), cloud_row,
         reverse("admin:staging_syncrun_changelist"), reverse("admin:staging_syncrun_change", args=[run.pk]),
@@ -192,7 +193,7 @@ def test_staged_browser_searches_a_named_key_field(admin_client, admin_user):
     assert "code is not a key of dem:typed" in not_a_key and "@email" in not_a_key
 
 
-def test_staged_browser_pages_by_sequence_newest_first_then_oldest_first(admin_client, sample, settings):
+def test_staged_browser_pages_by_sequence_newest_first_then_oldest_first(admin_client, sample):
     keys = ingest(250)
 
     first = admin_client.get(staged(sample))
