@@ -59,3 +59,23 @@ def chromium_path() -> str:
     if not path:
         skip_or_fail("Debian's chromium is not installed (apt-get install chromium)")
     return path
+
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _end_stray_postgresql_sessions(django_db_setup, django_db_blocker):
+    """Close what live-server request threads left open, so the test databases can be dropped.
+
+    A keep-alive request thread can outlive the live server with its connection still open, and
+    PostgreSQL refuses to drop a database that "is being accessed by other users".
+    """
+    yield
+    with django_db_blocker.unblock():
+        for alias in BOTH_DATABASES:
+            connection = connections[alias]
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )

@@ -1,17 +1,19 @@
 """Browser tests: Playwright's sync API driving Debian's Chromium against pytest-django's live server."""
 
-import os
-
 import pytest
-
-# Playwright's sync API keeps an event loop running in the test thread; Django refuses ORM calls
-# from a thread with a running loop unless told the caller knows they are synchronous.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
 
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--no-first-run", "--disable-sync",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _allow_orm_beside_playwright(monkeypatch):
+    # Playwright's sync API keeps an event loop running in the test thread; Django refuses ORM calls
+    # from a thread with a running loop unless told the caller knows they are synchronous. Set only
+    # for these tests: a process-wide setting would leak into subprocesses (check --deploy refuses it).
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
 
 
 @pytest.fixture
