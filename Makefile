@@ -1,4 +1,5 @@
-# Two commands: `make run` serves everything, `make test` runs the whole suite.
+# Two commands: `make run` serves everything, `make test` runs the whole suite (and `make bench`
+# measures, see docs/benchmarks.md).
 # Both create .venv on first use and reinstall only when a requirements file changed.
 
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
@@ -7,7 +8,7 @@ PY := $(VENV)/bin/python
 MANAGE := $(PY) manage.py
 PYTEST_ARGS ?=
 
-.PHONY: run test
+.PHONY: run test bench
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is needed (3.11 recommended); set PYTHON=/path/to/python3.11")'
@@ -34,3 +35,12 @@ run: $(VENV)/.installed-run
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+# SQLite on fresh files by default; PostgreSQL with BENCH_DATABASE_URL and BENCH_CLOUD_DATABASE_URL.
+# Prints one table and writes it to bench/results/latest.md.
+$(VENV)/.installed-bench: requirements.txt requirements-dev.txt bench/requirements.txt | $(PY)
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@ $(VENV)/.installed-test $(VENV)/.installed-run
+
+bench: $(VENV)/.installed-bench
+	$(PY) bench/run.py
