@@ -16,7 +16,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -194,6 +194,23 @@ class SchemaAdmin(admin.ModelAdmin):
         if obj is not None and obj.built_in:
             return False
         return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request, obj):
+        services.schema_delete(schema=obj)
+
+    def delete_queryset(self, request, queryset):
+        for schema in queryset:
+            try:
+                services.schema_delete(schema=schema)
+            except DomainError as exc:
+                self.message_user(request, exc.detail, messages.ERROR)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except DomainError as exc:
+            self.message_user(request, exc.detail, messages.ERROR)
+            return redirect("admin:staging_schema_change", object_id)
 
     def has_update_structure_permission(self, request):
         return request.user.has_perm(UPDATE_STRUCTURE_PERMISSION)

@@ -76,15 +76,39 @@ def schema_update(*, schema: Schema, source: str, user=None) -> Schema:
     return schema
 
 
-def schema_load(*, source: str, user=None, built_in: bool = False) -> tuple[Schema, bool]:
-    """Create the schema, or update it when one with the same id exists. Returns (schema, created)."""
+def schema_load(*, source: str, user=None, built_in: bool = False) -> tuple[Schema, str]:
+    """Create the schema, or update it when one with the same id exists.
+
+    Returns (schema, outcome) with outcome "created", "updated" or "unchanged".
+    """
     description = _describe(source, built_in=built_in)
     existing = Schema.objects.filter(namespace=description.namespace, name=description.name).first()
     if existing is None:
-        return schema_create(source=source, user=user, built_in=built_in), True
+        return schema_create(source=source, user=user, built_in=built_in), "created"
     if existing.source == source:
-        return existing, False
-    return schema_update(schema=existing, source=source, user=user), False
+        return existing, "unchanged"
+    return schema_update(schema=existing, source=source, user=user), "updated"
+
+
+def schema_delete(*, schema: Schema) -> None:
+    """Forget a schema. Its tables stay in the databases: dropping data is a separate, manual step.
+
+    Refused for built-in schemas and while the staging table holds rows not synchronized yet.
+    """
+    if schema.built_in:
+        raise Conflict(
+            f"{schema.schema_id} is a built-in schema and cannot be deleted.",
+            [Problem("built-in schemas ship with the product; turn staging off instead", value=schema.schema_id)],
+        )
+    staging = schema.applied_table("staging")
+    if staging and ddl.inspect_table(connections[ddl.LOCAL], staging["name"]) is not None:
+        waiting = unsynced_row_count(staging["name"])
+        if waiting:
+            raise Conflict(
+                f"{schema.schema_id} cannot be deleted: {waiting} staged row(s) are not synchronized yet.",
+                [Problem("synchronize them, or discard the failed ones, first", value=schema.schema_id)],
+            )
+    schema.delete()
 
 
 _ELEMENT_TAG = re.compile(r"""<element(?:\s+[\w:.-]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*/?>""")

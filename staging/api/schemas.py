@@ -5,7 +5,7 @@ status in `campaignsite.api.exception_handler`; so do invalid request fields (se
 """
 
 from django.conf import settings
-from django.db import connections, transaction
+from django.db import transaction
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
@@ -14,8 +14,8 @@ from rest_framework.permissions import BasePermission, DjangoModelPermissions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from campaignsite.errors import Conflict, InvalidInput, InvalidXml, NotFound, Problem
-from staging import ddl, services
+from campaignsite.errors import InvalidInput, InvalidXml, NotFound, Problem
+from staging import services
 from staging.api.parsers import BoundedJSONParser, BoundedTextXmlParser, BoundedXmlParser
 from staging.models import Schema, StructureState
 
@@ -177,28 +177,6 @@ def _detail(schema: Schema, request) -> dict:
     return SchemaDetailSerializer(schema, context={"request": request, "plan": plan}).data
 
 
-def _schema_delete(schema: Schema) -> None:
-    """Forget a schema; its tables stay in the databases (dropping data is a separate, manual step).
-
-    TODO(move to staging.services.schema_delete): kept here because services.py belongs to
-    another engineer at the time of writing.
-    """
-    if schema.built_in:
-        raise Conflict(
-            f"{schema.schema_id} is a built-in schema and cannot be deleted.",
-            [Problem("built-in schemas ship with the product; turn staging off instead", value=schema.schema_id)],
-        )
-    staging = schema.applied_table("staging")
-    if staging and ddl.inspect_table(connections[ddl.LOCAL], staging["name"]) is not None:
-        waiting = services.unsynced_row_count(staging["name"])
-        if waiting:
-            raise Conflict(
-                f"{schema.schema_id} cannot be deleted: {waiting} staged row(s) are not synchronized yet.",
-                [Problem("synchronize or discard them first", value=schema.schema_id)],
-            )
-    schema.delete()
-
-
 # --- Permissions ----------------------------------------------------------------------------
 
 
@@ -304,7 +282,7 @@ class SchemaDetailView(SchemaViewMixin, APIView):
     @extend_schema(summary="Delete a schema (not a built-in one; its tables are kept)",
                    responses={204: None, 404: OpenApiResponse(ErrorSerializer), 409: OpenApiResponse(ErrorSerializer)})
     def delete(self, request, schema_id: str):
-        _schema_delete(_schema_for_write(schema_id))
+        services.schema_delete(schema=_schema_for_write(schema_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

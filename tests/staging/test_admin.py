@@ -291,3 +291,15 @@ def test_structure_refusal_is_reported_with_the_unsynced_row_count(superuser_cli
 
     assert "1 row(s) of dem:sampleTableStg are not synchronized yet" in page_text(response)
     assert columns_of("default", "DemSampleTableStg") is not None
+
+
+def test_deleting_a_schema_with_unsynced_rows_is_refused_with_the_count(admin_client):
+    schema = services.schema_create(source=seed_schemas()[1])
+    services.structure_update(schema=schema)
+    with connections["default"].cursor() as cursor:
+        cursor.execute("INSERT INTO DemSampleTableStg (uSampleTableId) VALUES ('waiting')")
+
+    response = admin_client.post(f"/admin/staging/schema/{schema.pk}/delete/", {"post": "yes"}, follow=True)
+
+    assert Schema.objects.filter(pk=schema.pk).exists()
+    assert "1 staged row(s) are not synchronized yet" in response.content.decode()

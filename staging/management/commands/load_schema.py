@@ -4,7 +4,6 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.utils import timezone
 
 from campaignsite.errors import DomainError, TooLarge
 from staging import services
@@ -58,15 +57,7 @@ class Command(BaseCommand):
 
     def _load(self, path: Path, *, update_structure: bool, confirm_destructive: bool) -> None:
         source = read_source(path)
-        started = timezone.now()
-        schema, created = services.schema_load(source=source)
-        # schema_load answers only "created or not"; a save during this call means the source changed.
-        if created:
-            outcome = "created"
-        elif schema.modified_at >= started:
-            outcome = "updated"
-        else:
-            outcome = "unchanged"
+        schema, outcome = services.schema_load(source=source)
         self.stdout.write(f"{path}: {outcome} {schema.schema_id}")
         if update_structure:
             plan = services.structure_update(schema=schema, confirm_destructive=confirm_destructive)
