@@ -7,6 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 MANAGE := $(PY) manage.py
 PYTEST_ARGS ?=
+# Two pytest-xdist workers: much of the suite waits on servers, clusters and browsers, not the CPU.
+TEST_WORKERS ?= 2
 
 .PHONY: run test bench
 
@@ -34,7 +36,7 @@ run: $(VENV)/.installed-run
 	exec $(MANAGE) serve
 
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # SQLite on fresh files by default; PostgreSQL with BENCH_DATABASE_URL and BENCH_CLOUD_DATABASE_URL.
 # Prints one table and writes it to bench/results/latest.md.
