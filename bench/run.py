@@ -26,9 +26,10 @@ if str(ROOT) not in sys.path:
 
 SETTINGS = "bench.benchsite"
 FULL = dict(records=100_000, repeat=3, ie_default_records=10_000, clients=8, unitary_seconds=20.0,
-            subscriptions=50_000, cloud_records=100_000, sync_rows=200_000)
+            subscriptions=50_000, cloud_records=100_000, sync_rows=200_000,
+            rss_sizes=[250_000, 500_000, 1_000_000])
 QUICK = dict(records=300, repeat=1, ie_default_records=100, clients=2, unitary_seconds=1.0,
-             subscriptions=200, cloud_records=300, sync_rows=300)
+             subscriptions=200, cloud_records=300, sync_rows=300, rss_sizes=[300])
 
 
 @dataclass(frozen=True)
@@ -271,13 +272,31 @@ def subscriptions(ctx, sizes) -> list[Figure]:
 
 
 def sync(env: dict, sizes, quick: bool) -> list[Figure]:
-    """The figures of bench/sync_bench.py (its own process: it measures peak memory), when present."""
-    script = ROOT / "bench" / "sync_bench.py"
-    if not script.exists():
+    """The figures of bench/sync_bench.py (`run` and `peak_rss`, its author's functions), when present."""
+    if not (ROOT / "bench" / "sync_bench.py").exists():
         return [Figure("Sync: bench/sync_bench.py not present in this checkout", "—", "—", None, "—", None)]
-    from bench import sync_bench  # noqa: F401  (fails loudly if the module's interface changed)
+    from bench import sync_bench
 
-    return sync_bench.figures(env=env, quick=quick, Figure=Figure)
+    n = sizes["sync_rows"]
+    result = sync_bench.run(n)
+    baseline = "INSERT … SELECT over ATTACH" if result["vendor"] == "sqlite" else "COPY + upsert"
+    ratio = result["raw"] / result["sync"]
+    kilo = f"{n // 1000}k" if n >= 1000 else str(n)
+    figures = [Figure(f"Sync: {kilo} staged rows (50 % inserts, 30 % partial updates, 20 % deletes)",
+                      _rate(n, result["sync"]), f"raw {baseline} {_rate(n, result['raw'])}", ratio, "≥ 0.5×",
+                      ratio >= 0.5)]
+    rss = sync_bench.peak_rss(sizes["rss_sizes"])
+    peaks = " / ".join(f"{r['peak_kb'] / 1024:.0f}" for r in rss)
+    starts = " / ".join(f"{r['startup_kb'] / 1024:.0f}" for r in rss)
+    rows = " / ".join(f"{r['rows'] // 1000}k" if r["rows"] >= 1000 else str(r["rows"]) for r in rss)
+    figures.append(Figure(f"Sync: peak RSS of a fresh process syncing {rows} rows", f"{peaks} MB",
+                          f"after start-up {starts} MB", None, "≤ 150 MB at 1M, flat in N",
+                          rss[-1]["peak_kb"] / 1024 <= 150 if not quick else None))
+    return figures
+
+
+SECTIONS = {"batch": batch_ingest, "unitary": unitary_ingest, "sync": sync, "cloud": ingest_to_cloud,
+            "subscriptions": subscriptions}
 
 
 # --- Output ---------------------------------------------------------------------------------
@@ -314,7 +333,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.md")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "var" / "bench",
                         help="SQLite files and server logs (emptied first)")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run (default: all of {', '.join(SECTIONS)})")
     args = parser.parse_args(argv)
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
+    if only - set(SECTIONS):
+        parser.error(f"unknown section(s) {', '.join(sorted(only - set(SECTIONS)))}; known: {', '.join(SECTIONS)}")
     sizes = QUICK if args.quick else FULL
     started = time.perf_counter()
     env = configure(out_dir=args.work_dir)
@@ -328,18 +352,22 @@ def main(argv=None) -> int:
     figures: list[Figure] = []
     print(f"Benchmarks on {vendor} ({'quick' if args.quick else 'full sizes'}); server log in {args.work_dir}",
           file=sys.stderr, flush=True)
-    with unitary_bench.served(env=env, log_path=args.work_dir / "server.log", ready_path=TRIVIAL_PATH) as server:
-        print("  batch ingest ...", file=sys.stderr, flush=True)
-        figures += batch_ingest(server, ctx, sizes)
-        print("  unitary ingest ...", file=sys.stderr, flush=True)
-        figures += unitary_ingest(server, ctx, sizes)
-    connections.close_all()
-    print("  sync ...", file=sys.stderr, flush=True)
-    figures += sync(env, sizes, args.quick)
-    print("  ingest -> cloud ...", file=sys.stderr, flush=True)
-    figures += ingest_to_cloud(ctx, sizes, vendor)
-    print("  subscriptions ...", file=sys.stderr, flush=True)
-    figures += subscriptions(ctx, sizes)
+    if only & {"batch", "unitary"}:
+        with unitary_bench.served(env=env, log_path=args.work_dir / "server.log", ready_path=TRIVIAL_PATH) as server:
+            for name in ("batch", "unitary"):
+                if name in only:
+                    print(f"  {name} ...", file=sys.stderr, flush=True)
+                    figures += SECTIONS[name](server, ctx, sizes)
+        connections.close_all()
+    if "sync" in only:
+        print("  sync ...", file=sys.stderr, flush=True)
+        figures += sync(env, sizes, args.quick)
+    if "cloud" in only:
+        print("  ingest -> cloud ...", file=sys.stderr, flush=True)
+        figures += ingest_to_cloud(ctx, sizes, vendor)
+    if "subscriptions" in only:
+        print("  subscriptions ...", file=sys.stderr, flush=True)
+        figures += subscriptions(ctx, sizes)
     text = report(figures, machine(), seconds=time.perf_counter() - started, quick=args.quick)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")

@@ -377,13 +377,14 @@ class _Table:
         # Per attribute: convert only temporal values, the rest go to the driver untouched.
         self.converters = [(a.name, self.to_db if a.type in temporal else None) for a in self.attributes]
         self.temporal = {a.name for a in self.attributes if a.type in temporal}
+        self.names = [a.name for a in self.attributes]
 
     def db(self, name: str, value):
         return self.to_db(value) if name in self.temporal and value is not None else value
 
-    def business_values(self, values: dict) -> list:
+    def business_values(self, values: dict):
         if not self.temporal:
-            return [values.get(name) for name, _ in self.converters]
+            return map(values.get, self.names)
         get = values.get
         return [get(name) if convert is None else (None if get(name) is None else convert(get(name)))
                 for name, convert in self.converters]
@@ -436,8 +437,16 @@ def _stage_inserts(cursor, table: _Table, rows: list, now) -> None:
     sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
            f"VALUES ({', '.join(['%s'] * len(columns))})")
     business = table.business_values
-    params = [(*business(row.values), 1 if row.delete else 0, now, row.operation, ",".join(row.supplied),
-               ",".join(row.key)) for row in rows]
+    joined: dict[tuple, str] = {}  # "a,b" per tuple of names: the same few tuples recur on every row
+
+    def join(names: tuple) -> str:
+        text = joined.get(names)
+        if text is None:
+            text = joined[names] = ",".join(names)
+        return text
+
+    params = [(*business(row.values), 1 if row.delete else 0, now, row.operation, join(row.supplied),
+               join(row.key)) for row in rows]
     cursor.executemany(sql, params)
 
 
