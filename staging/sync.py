@@ -20,6 +20,7 @@ the batch until the guilty rows are isolated and marked failed; the others go th
 are not about rows (cloud unreachable, structure out of date) stop the run and leave rows pending.
 """
 
+import json
 import logging
 import os
 import socket
@@ -176,15 +177,18 @@ def read_pending(tables: _Tables, *, after_seq: int, limit: int) -> list[StagedR
         f"{lq(ddl.COL_COLUMNS)}, {business} FROM {tables.staging_table} "
         f"WHERE {lq(ddl.COL_STATUS)} = %s AND {lq(ddl.COL_SEQ)} > %s ORDER BY {lq(ddl.COL_SEQ)} LIMIT %s"
     )
+    # The key and column lists repeat from row to row: parse each distinct text once.
+    keys, columns = {}, {}
     with connections[ddl.LOCAL].cursor() as cursor:
         cursor.execute(sql, [ddl.STATUS_PENDING, after_seq, limit])
-        return [
-            StagedRow(
-                seq=row[0], version=row[1], operation=row[2], key=_parse_key(row[3]),
-                supplied=frozenset(c for c in (row[4] or "").split(",") if c), values=tuple(row[5:]),
-            )
-            for row in cursor.fetchall()
-        ]
+        rows = []
+        for row in cursor.fetchall():
+            key = keys.get(row[3]) or keys.setdefault(row[3], _parse_key(row[3]))
+            supplied = columns.get(row[4])
+            if supplied is None:
+                supplied = columns.setdefault(row[4], frozenset(c for c in (row[4] or "").split(",") if c))
+            rows.append(StagedRow(row[0], row[1], row[2], key, supplied, row[5:]))
+        return rows
 
 
 def cut_batch(rows: list[StagedRow], tables: _Tables) -> list[StagedRow]:
@@ -320,19 +324,33 @@ def apply_batch(tables: _Tables, rows: list[StagedRow]) -> list[Outcome]:
 
 # --- Recording outcomes in staging ----------------------------------------------------------
 
+def _outcome_fields(vendor: str) -> tuple[str, list[str]]:
+    """A FROM item reading one JSON parameter [[seq, version, status, error], ...] and its four fields."""
+    if vendor == ddl.POSTGRESQL:
+        casts = ("bigint", "bigint", "text", "text")
+        return "jsonb_array_elements(%s::jsonb) AS o(value)", [f"(o.value->>{i})::{t}" for i, t in enumerate(casts)]
+    return "json_each(%s) AS o", [f"json_extract(o.value, '$[{i}]')" for i in range(4)]
+
+
 def record_outcomes(tables: _Tables, outcomes: list[tuple[int, int, str, str]]) -> None:
-    """Write outcomes to staging rows whose version is unchanged (one executemany, one transaction)."""
-    lq = tables.lq
-    now = timezone.now()
+    """Write outcomes to staging rows whose version is unchanged: one UPDATE joined to the outcomes sent
+    as a single JSON parameter (set-based, no statement per row), in one transaction."""
+    if not outcomes:
+        return
+    lq, staging = tables.lq, tables.staging_table
+    source, (seq, version, status, error) = _outcome_fields(tables.local_vendor)
+    # `|| ''` keeps SQLite from driving the join from the status index (then scanning the outcomes for
+    # every pending row); it must loop over the outcomes and look each row up by its sequence.
+    pending = f"{staging}.{lq(ddl.COL_STATUS)} || '' = %s"
+    payload = json.dumps([[o_seq, o_version, o_status, o_error or None] for o_seq, o_version, o_status, o_error
+                          in outcomes])
     sql = (
-        f"UPDATE {tables.staging_table} SET {lq(ddl.COL_STATUS)} = %s, {lq(ddl.COL_ERROR)} = %s, "
-        f"{lq(ddl.COL_SYNCED_AT)} = %s, {lq(ddl.COL_ATTEMPTS)} = {lq(ddl.COL_ATTEMPTS)} + 1 "
-        f"WHERE {lq(ddl.COL_SEQ)} = %s AND {lq(ddl.COL_VERSION)} = %s AND {lq(ddl.COL_STATUS)} = %s"
+        f"UPDATE {staging} SET {lq(ddl.COL_STATUS)} = {status}, {lq(ddl.COL_ERROR)} = {error}, "
+        f"{lq(ddl.COL_SYNCED_AT)} = CASE WHEN {status} = %s THEN NULL ELSE %s END, "
+        f"{lq(ddl.COL_ATTEMPTS)} = {lq(ddl.COL_ATTEMPTS)} + 1 FROM {source} "
+        f"WHERE {staging}.{lq(ddl.COL_SEQ)} = {seq} AND {staging}.{lq(ddl.COL_VERSION)} = {version} "
+        f"AND {pending}"
     )
-    params = [
-        [status, error or None, now if status != ddl.STATUS_FAILED else None, seq, version, ddl.STATUS_PENDING]
-        for seq, version, status, error in outcomes
-    ]
     # A row changed by IngestExt while its batch was applied keeps its new version and stays pending. If
     # it was an insert, IngestExt merged the update into it and kept `insert` (the record did not exist
     # yet), but the insert has now reached the cloud: re-applied as an insert it would fail as a
@@ -340,16 +358,15 @@ def record_outcomes(tables: _Tables, outcomes: list[tuple[int, int, str, str]]) 
     # (A pending row's operation is `insert` only if it was from the start, so the rule also holds for
     # outcomes recovered from the ledger.)
     reinserted = (
-        f"UPDATE {tables.staging_table} SET {lq(ddl.COL_OPERATION)} = %s WHERE {lq(ddl.COL_SEQ)} = %s "
-        f"AND {lq(ddl.COL_VERSION)} <> %s AND {lq(ddl.COL_OPERATION)} = %s AND {lq(ddl.COL_STATUS)} = %s"
+        f"UPDATE {staging} SET {lq(ddl.COL_OPERATION)} = %s FROM {source} "
+        f"WHERE {staging}.{lq(ddl.COL_SEQ)} = {seq} AND {staging}.{lq(ddl.COL_VERSION)} <> {version} "
+        f"AND {status} = %s AND {staging}.{lq(ddl.COL_OPERATION)} = %s AND {pending}"
     )
     with transaction.atomic(using=ddl.LOCAL), connections[ddl.LOCAL].cursor() as cursor:
-        cursor.executemany(sql, params)
-        if cursor.rowcount != len(params):  # some versions changed (or unknown count): rare, so checked apart
-            cursor.executemany(reinserted, [
-                [OP_INSERT_OR_UPDATE, seq, version, OP_INSERT, ddl.STATUS_PENDING]
-                for seq, version, status, _ in outcomes if status == ddl.STATUS_SYNCED
-            ])
+        cursor.execute(sql, [ddl.STATUS_FAILED, timezone.now(), payload, ddl.STATUS_PENDING])
+        if cursor.rowcount != len(outcomes):  # some versions changed (or unknown count): rare, so checked apart
+            cursor.execute(reinserted, [OP_INSERT_OR_UPDATE, payload, ddl.STATUS_SYNCED, OP_INSERT,
+                                        ddl.STATUS_PENDING])
 
 
 def recover_ledger(tables: _Tables) -> int:
