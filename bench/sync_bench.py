@@ -43,7 +43,7 @@ DEFAULT_RSS_SIZES = "250000,500000,1000000"
 def setup_django() -> None:
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "campaignsite.settings")
-    if not os.environ.get("SYNC_BENCH_CHILD"):  # a child gets its parent's databases in DATABASE_URL...
+    if not os.environ.get("SYNC_BENCH_CHILD"):  # a child uses what its parent put in DATABASE_URL
         var = ROOT / "var"
         os.environ["DATABASE_URL"] = os.environ.get("BENCH_DATABASE_URL", f"sqlite:///{var / 'bench_sync_local.sqlite3'}")
         os.environ["CLOUD_DATABASE_URL"] = os.environ.get("BENCH_CLOUD_DATABASE_URL",
