@@ -96,7 +96,8 @@ def _database(name: str, default_url: str) -> dict:
     if engine == "django.db.backends.sqlite3":
         # WAL lets readers run beside the single writer; IMMEDIATE takes the write lock at BEGIN
         # so a busy database waits for `timeout` instead of failing half-way through a transaction.
-        config["CONN_MAX_AGE"] = 0
+        # Connections are kept like PostgreSQL's (conn_max_age above): opening one and running the
+        # PRAGMAs was a quarter of a one-record Ingest call's CPU (docs/benchmarks.md).
         config["OPTIONS"] = {
             "timeout": 30,
             "transaction_mode": "IMMEDIATE",
