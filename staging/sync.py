@@ -12,8 +12,9 @@ How one schema is synchronized (docs/sync.md has the full story and the tests be
 4. Apply the batch in ONE cloud transaction with set-based SQL over a temporary table: mark which
    keys exist, delete, partial update (only the columns the caller supplied), insert; then write the
    batch's outcomes to the ledger in the same transaction.
-5. Record outcomes in staging with a version check: a row re-ingested meanwhile keeps its new
-   values and stays pending. Then drop the ledger entry.
+5. Record outcomes in staging with one set-based UPDATE and a version check: a row re-ingested
+   meanwhile keeps its new values and stays pending (an insert that reached the cloud meanwhile
+   becomes insertOrUpdate, so it is not failed as its own duplicate). Then drop the ledger entry.
 
 A statement that fails for some rows (e.g. a NOT NULL column left empty) is retried on halves of
 the batch until the guilty rows are isolated and marked failed; the others go through. Errors that
