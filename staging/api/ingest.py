@@ -6,7 +6,6 @@ source id (`dem:sampleTable`) or its staging id (`dem:sampleTableStg`). `GET sta
 lists staged rows with their sync status, by cursor.
 """
 
-import base64
 import json
 
 from django.conf import settings
@@ -18,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
+from campaignsite.api import cursor_decode, cursor_encode
 from campaignsite.errors import Forbidden, InvalidInput, Problem
 from staging import services
 from staging.api.parsers import BoundedTextXmlParser, BoundedXmlParser, _declared_length, read_bounded
@@ -187,16 +187,6 @@ class StagedRowPageSerializer(serializers.Serializer):
     results = StagedRowSerializer(many=True)
 
 
-def _cursor_value(raw: str | None) -> int | None:
-    if not raw:
-        return None
-    try:
-        return int(base64.urlsafe_b64decode(raw.encode() + b"==").decode())
-    except ValueError:
-        raise InvalidInput("The cursor is invalid.", [Problem("use the `next` link of the previous page",
-                                                              attribute="cursor", value=raw)]) from None
-
-
 class StagedRowsView(APIView):
     """Staged rows of a schema with their sync status, oldest first, by cursor."""
 
@@ -224,11 +214,11 @@ class StagedRowsView(APIView):
         if not limit.isdigit() or not 1 <= int(limit) <= ROWS_MAX_PAGE_SIZE:
             raise InvalidInput("Invalid page size.", [Problem(f"use 1 to {ROWS_MAX_PAGE_SIZE}", attribute="limit",
                                                               value=limit)])
-        after = _cursor_value(request.query_params.get("cursor"))
+        after = cursor_decode(request.query_params.get("cursor"))
         rows = staged_rows(schema, status=status, after=after, limit=int(limit) + 1)
         next_url = None
         if len(rows) > int(limit):
             rows = rows[: int(limit)]
-            cursor = base64.urlsafe_b64encode(str(rows[-1]["seq"]).encode()).decode().rstrip("=")
+            cursor = cursor_encode(rows[-1]["seq"])
             next_url = replace_query_param(request.build_absolute_uri(), "cursor", cursor)
         return Response({"next": next_url, "results": StagedRowSerializer(rows, many=True).data})

@@ -3,7 +3,6 @@
 `POST sync/` queues work and answers 202 at once; the sync itself runs in the task cluster.
 """
 
-import base64
 
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
@@ -12,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
+from campaignsite.api import cursor_decode, cursor_encode
 from campaignsite.errors import Forbidden, InvalidInput, NotFound, Problem
 from staging import services, sync
 from staging.api.parsers import BoundedJSONParser
@@ -97,16 +97,6 @@ def _require_view_runs(user) -> None:
                         [Problem("grant 'staging.view_syncrun' or 'staging.run_sync'")])
 
 
-def _cursor(raw: str | None) -> int | None:
-    if not raw:
-        return None
-    try:
-        return int(base64.urlsafe_b64decode(raw.encode() + b"==").decode())
-    except ValueError:
-        raise InvalidInput("The cursor is invalid.", [Problem("use the `next` link of the previous page",
-                                                              attribute="cursor", value=raw)]) from None
-
-
 def _choice(request, name: str, choices) -> str | None:
     value = request.query_params.get(name) or None
     if value is not None and value not in choices:
@@ -146,14 +136,14 @@ class SyncRunListView(APIView):
         if not limit.isdigit() or not 1 <= int(limit) <= RUNS_MAX_PAGE_SIZE:
             raise InvalidInput("Invalid page size.", [Problem(f"use 1 to {RUNS_MAX_PAGE_SIZE}", attribute="limit",
                                                               value=limit)])
-        before = _cursor(request.query_params.get("cursor"))
+        before = cursor_decode(request.query_params.get("cursor"))
         if before is not None:
             runs = runs.filter(pk__lt=before)
         page = list(runs[: int(limit) + 1])
         next_url = None
         if len(page) > int(limit):
             page = page[: int(limit)]
-            cursor = base64.urlsafe_b64encode(str(page[-1].pk).encode()).decode().rstrip("=")
+            cursor = cursor_encode(page[-1].pk)
             next_url = replace_query_param(request.build_absolute_uri(), "cursor", cursor)
         return Response({"next": next_url, "results": SyncRunSerializer(page, many=True).data})
 
