@@ -12,7 +12,6 @@ from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
@@ -20,7 +19,7 @@ from rest_framework.views import APIView
 from campaignsite.api import cursor_decode, cursor_encode
 from campaignsite.errors import Forbidden, InvalidInput, Problem
 from staging import services
-from staging.api.parsers import BoundedTextXmlParser, BoundedXmlParser, _declared_length, read_bounded
+from staging.api.parsers import BoundedJSONParser, BoundedTextXmlParser, BoundedXmlParser
 from staging.api.schemas import ErrorSerializer
 from staging.idempotency import idempotent_call, request_hash
 from staging.records import SCHEMA_ATTR, records_from_json, records_from_xml
@@ -32,20 +31,10 @@ ROWS_PAGE_SIZE = 100
 ROWS_MAX_PAGE_SIZE = 1000
 
 
-class IngestJSONParser(BaseParser):
+class IngestJSONParser(BoundedJSONParser):
     """JSON records, read at most INGEST_MAX_BYTES bytes (DRF leaves custom parsers unbounded)."""
 
-    media_type = "application/json"
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        data = read_bounded(stream, limit=settings.INGEST_MAX_BYTES,
-                            declared_length=_declared_length(parser_context), what="JSON body")
-        try:
-            return json.loads(data)
-        except UnicodeDecodeError as exc:
-            raise InvalidInput("The JSON body is not UTF-8.", [Problem(str(exc))]) from None
-        except json.JSONDecodeError as exc:
-            raise InvalidInput("The JSON body is not valid JSON.", [Problem(exc.msg, line=exc.lineno)]) from None
+    escape_factor = 1
 
 
 class IngestResultItemSerializer(serializers.Serializer):
@@ -121,7 +110,7 @@ class _IngestView(APIView):
     endpoint = ""
 
     @property
-    def max_body_bytes(self) -> int:  # read by the XML parsers
+    def max_body_bytes(self) -> int:  # read by the body parsers
         return settings.INGEST_MAX_BYTES
 
     def post(self, request, schema_id: str):

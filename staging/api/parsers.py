@@ -67,12 +67,17 @@ class BoundedTextXmlParser(BoundedXmlParser):
 
 
 class BoundedJSONParser(BaseParser):
-    """`application/json` bodies, bounded like the XML ones (see JSON_ESCAPE_FACTOR)."""
+    """`application/json` bodies, bounded like the XML ones.
+
+    `escape_factor` widens the limit for bodies that wrap a document in a JSON string (see
+    JSON_ESCAPE_FACTOR); bodies that are the data themselves keep the view's limit as it is.
+    """
 
     media_type = "application/json"
+    escape_factor = JSON_ESCAPE_FACTOR
 
     def parse(self, stream, media_type=None, parser_context=None):
-        limit = body_limit(parser_context) * JSON_ESCAPE_FACTOR
+        limit = body_limit(parser_context) * self.escape_factor
         data = read_bounded(stream, limit=limit, declared_length=_declared_length(parser_context), what="JSON body")
         try:
             return json.loads(data)
