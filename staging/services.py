@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
+from campaignsite.db import retry_on_deadlock
 from campaignsite.errors import (
     Conflict, Forbidden, InvalidInput, NotFound, Problem, SchemaInvalid, StructureRefused, TooLarge, Unauthenticated,
 )
@@ -398,7 +399,8 @@ class _Table:
         key_sql = [self.column[n] for n in key]
         select = ", ".join(key_sql + columns)
         found = []
-        suffix = " FOR UPDATE" if lock and self.vendor == ddl.POSTGRESQL else ""
+        # Staged rows are locked in sequence order, as the sync's bookkeeping locks them.
+        suffix = f" ORDER BY {self.q(ddl.COL_SEQ)} FOR UPDATE" if lock and self.vendor == ddl.POSTGRESQL else ""
         for start in range(0, len(key_values), KEY_BATCH):
             chunk = key_values[start:start + KEY_BATCH]
             if len(key) == 1:
@@ -496,6 +498,7 @@ def _result(records: Sequence, rows: list) -> IngestResult:
 
 
 @_collector_paused()
+@retry_on_deadlock()
 def records_ingest(*, schema_id: str, records: Sequence[rec.RecordInput], user) -> IngestResult:
     """Ingest: insert `records` into the staging table of `schema_id` ("ns:nameStg").
 
@@ -517,6 +520,7 @@ def records_ingest(*, schema_id: str, records: Sequence[rec.RecordInput], user) 
 
 
 @_collector_paused()
+@retry_on_deadlock()
 def records_ingest_ext(*, schema_id: str, records: Sequence[rec.RecordInput], user) -> IngestResult:
     """IngestExt: insert, update or delete staged rows of `schema_id` ("ns:nameStg") by key.
 

@@ -33,6 +33,7 @@ from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, connections, reset_queries, transaction
 from django.utils import timezone
 
+from campaignsite.db import retry_on_deadlock
 from campaignsite.errors import Conflict, Forbidden, InvalidInput, Problem, Unauthenticated
 from staging import ddl
 from staging.ddl import quote
@@ -333,6 +334,7 @@ def _outcome_fields(vendor: str) -> tuple[str, list[str]]:
     return "json_each(%s) AS o", [f"json_extract(o.value, '$[{i}]')" for i in range(4)]
 
 
+@retry_on_deadlock()
 def record_outcomes(tables: _Tables, outcomes: list[tuple[int, int, str, str]]) -> None:
     """Write outcomes to staging rows whose version is unchanged: one UPDATE joined to the outcomes sent
     as a single JSON parameter (set-based, no statement per row), in one transaction."""
@@ -364,6 +366,11 @@ def record_outcomes(tables: _Tables, outcomes: list[tuple[int, int, str, str]]) 
         f"AND {status} = %s AND {staging}.{lq(ddl.COL_OPERATION)} = %s AND {pending}"
     )
     with transaction.atomic(using=ddl.LOCAL), connections[ddl.LOCAL].cursor() as cursor:
+        if tables.local_vendor == ddl.POSTGRESQL:
+            # Lock the batch's rows in sequence order first, the order IngestExt locks them in, so the
+            # two rarely deadlock (retry_on_deadlock covers the rest).
+            cursor.execute(f"SELECT 1 FROM {staging} WHERE {lq(ddl.COL_SEQ)} IN (SELECT {seq} FROM {source}) "
+                           f"ORDER BY {lq(ddl.COL_SEQ)} FOR UPDATE", [payload])
         cursor.execute(sql, [ddl.STATUS_FAILED, timezone.now(), payload, ddl.STATUS_PENDING])
         if cursor.rowcount != len(outcomes):  # some versions changed (or unknown count): rare, so checked apart
             cursor.execute(reinserted, [OP_INSERT_OR_UPDATE, payload, ddl.STATUS_SYNCED, OP_INSERT,
