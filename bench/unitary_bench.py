@@ -11,7 +11,6 @@ cycle), which is why the ratio, not the absolute calls/s, is the result.
 
 import contextlib
 import http.client
-import os
 import signal
 import socket
 import subprocess

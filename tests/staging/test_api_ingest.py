@@ -8,7 +8,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.conftest import BOTH_DATABASES
-from tests.staging.conftest import SAMPLE_SOURCE, make_user, rows_of
+from tests.staging.conftest import SAMPLE_SOURCE, rows_of
 from staging import services
 
 pytestmark = pytest.mark.django_db(databases=BOTH_DATABASES)
