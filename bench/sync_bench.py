@@ -26,7 +26,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote as url_quote
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = """<srcSchema name="sampleTable" namespace="dem" label="Sample Table">
@@ -223,21 +222,10 @@ def run(n: int, *, batch_size: int | None = None) -> dict:
     return {"rows": n, "raw": raw, "sync": synced, "vendor": vendor}
 
 
-def database_url(alias: str) -> str:
-    """A URL for the database Django is connected to (a test database too), for the child process."""
-    from django.db import connections
-
-    conf = connections[alias].settings_dict
-    if connections[alias].vendor == "sqlite":
-        return f"sqlite:///{conf['NAME']}"
-    credentials = url_quote(conf["USER"] or "", safe="")
-    if conf.get("PASSWORD"):
-        credentials += ":" + url_quote(conf["PASSWORD"], safe="")
-    return f"postgres://{credentials}@{conf['HOST'] or '127.0.0.1'}:{conf['PORT'] or 5432}/{conf['NAME']}"
-
-
 def peak_rss(sizes: list[int], *, batch_size: int | None = None) -> list[dict]:
     """For each size: stage the backlog here, sync it in a fresh process; its RSS after start-up and its peak."""
+    from campaignsite.db import database_url
+
     schema = prepare()
     results = []
     for n in sizes:

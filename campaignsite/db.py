@@ -37,3 +37,19 @@ def retry_on_deadlock(attempts: int = 4):
         return wrapper
 
     return decorate
+
+
+def database_url(alias: str) -> str:
+    """A URL for the database `alias` is connected to now (a test database too), for a child process's
+    DATABASE_URL / CLOUD_DATABASE_URL."""
+    from urllib.parse import quote
+
+    from django.db import connections
+
+    conf = connections[alias].settings_dict
+    if connections[alias].vendor == "sqlite":
+        return f"sqlite:///{conf['NAME']}"
+    credentials = quote(conf["USER"] or "", safe="")
+    if conf.get("PASSWORD"):
+        credentials += ":" + quote(conf["PASSWORD"], safe="")
+    return f"postgres://{credentials}@{conf['HOST'] or '127.0.0.1'}:{conf['PORT'] or 5432}/{conf['NAME']}"

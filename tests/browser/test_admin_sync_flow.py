@@ -15,8 +15,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from django.db import connections
 
+from campaignsite.db import database_url
 from staging import services
 from tests.conftest import BOTH_DATABASES
 from tests.staging.conftest import SAMPLE_SOURCE, record, staged_schema
@@ -30,16 +30,6 @@ SCREENSHOTS = os.environ.get("SCREENSHOT_DIR")  # set it to keep pictures of the
 def screenshot(page, name: str) -> None:
     if SCREENSHOTS:
         page.screenshot(path=os.path.join(SCREENSHOTS, f"{name}.png"), full_page=True)
-
-
-def database_url(alias: str) -> str:
-    """The URL of the test database `alias` points at now, for a subprocess's settings."""
-    conf = connections[alias].settings_dict
-    if conf["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{Path(conf['NAME']).resolve()}"
-    user = conf.get("USER") or "postgres"
-    password = f":{conf['PASSWORD']}" if conf.get("PASSWORD") else ""
-    return f"postgres://{user}{password}@{conf.get('HOST') or '127.0.0.1'}:{conf.get('PORT') or 5432}/{conf['NAME']}"
 
 
 @pytest.fixture

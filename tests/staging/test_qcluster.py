@@ -14,13 +14,13 @@ import zlib
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.db import connections
 from django.utils import timezone
 from django_q.models import Schedule
 
+from campaignsite.db import database_url
 from staging import sync
 from staging.models import SyncRun
 from staging.schedules import SYNC_SCHEDULE, schedules_setup
@@ -35,17 +35,6 @@ STG = "dem:sampleTableStg"
 # Scheduler wake-up (~30 s) + worker start + the sync itself, with room for a slow CI machine.
 SCHEDULED_WAIT = 120
 QUEUED_WAIT = 60
-
-
-def database_url(alias: str) -> str:
-    """A URL for the database the test runs on (the test database, not the configured one)."""
-    conf = connections[alias].settings_dict
-    if connections[alias].vendor == "sqlite":
-        return f"sqlite:///{conf['NAME']}"
-    credentials = quote(conf["USER"] or "", safe="")
-    if conf.get("PASSWORD"):
-        credentials += ":" + quote(conf["PASSWORD"], safe="")
-    return f"postgres://{credentials}@{conf['HOST'] or '127.0.0.1'}:{conf['PORT'] or 5432}/{conf['NAME']}"
 
 
 @contextmanager

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from django.db import connections, transaction
 
+from campaignsite.db import database_url
 from staging.models import SyncLedger, SyncRun
 from tests.conftest import BOTH_DATABASES
 from tests.staging.conftest import SAMPLE_SOURCE, staged_schema
-from tests.staging.test_qcluster import database_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True, databases=BOTH_DATABASES)]
 
