@@ -101,26 +101,7 @@ def lease_release(*, name: str, holder: str) -> None:
     SyncLease.objects.filter(name=name, holder=holder).update(holder="", expires_at=timezone.now())
 
 
-# --- Rows and outcomes ----------------------------------------------------------------------
-
-@dataclass
-class StagedRow:
-    seq: int
-    version: int
-    operation: str
-    key: tuple[str, ...]
-    supplied: frozenset[str]
-    values: tuple  # business column values, in description.attributes order
-
-
-@dataclass
-class Outcome:
-    seq: int
-    version: int
-    status: str  # synced, skipped or failed
-    effect: str = ""  # inserted, updated, deleted, or "" (no change)
-    error: str = ""
-
+# --- Counts and tables ----------------------------------------------------------------------
 
 @dataclass
 class Counts:
@@ -131,15 +112,9 @@ class Counts:
     skipped: int = 0
     failed: int = 0
 
-    def add(self, outcomes: list[Outcome]) -> None:
-        self.sent += len(outcomes)
-        for outcome in outcomes:
-            if outcome.status == ddl.STATUS_FAILED:
-                self.failed += 1
-            elif outcome.status == ddl.STATUS_SKIPPED:
-                self.skipped += 1
-            elif outcome.effect:
-                setattr(self, outcome.effect, getattr(self, outcome.effect) + 1)
+    def add(self, other: "Counts") -> None:
+        for name in ("sent", "inserted", "updated", "deleted", "skipped", "failed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass
@@ -156,8 +131,7 @@ class _Tables:
         self.attributes = self.description.attributes
         self.cloud_table = quote(self.description.sql_table, self.cloud_vendor)
         self.staging_table = quote(self.description.staging_table, self.local_vendor)
-        cloud_spec = ddl.desired_tables(self.description)[0]
-        self.cloud_columns = cloud_spec.columns
+        self.cloud_columns = ddl.desired_tables(self.description)[0].columns
 
     def lq(self, name: str) -> str:
         return quote(name, self.local_vendor)
@@ -165,216 +139,358 @@ class _Tables:
     def cq(self, name: str) -> str:
         return quote(name, self.cloud_vendor)
 
+    def pending_select(self, staging_ref: str) -> str:
+        """The SELECT of up to %s pending rows after sequence %s, in the batch table's column order."""
+        lq = self.lq
+        business = ", ".join(lq(a.sql_name) for a in self.attributes)
+        # The supplied-column list is wrapped in commas so SQL can test ',name,' in it.
+        return (
+            f"SELECT {lq(ddl.COL_SEQ)}, {lq(ddl.COL_VERSION)}, {lq(ddl.COL_OPERATION)}, {lq(ddl.COL_KEY)}, "
+            f"',' || {lq(ddl.COL_COLUMNS)} || ',', {business} FROM {staging_ref} "
+            f"WHERE {lq(ddl.COL_STATUS)} = '{ddl.STATUS_PENDING}' AND {lq(ddl.COL_SEQ)} > %s "
+            f"ORDER BY {lq(ddl.COL_SEQ)} LIMIT %s"
+        )
+
 
 def _parse_key(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in (raw or "id").split(",") if part.strip()) or ("id",)
 
 
-def read_pending(tables: _Tables, *, after_seq: int, limit: int) -> list[StagedRow]:
-    """Up to `limit` pending rows after `after_seq`, in ingestion order (one query)."""
-    lq = tables.lq
-    business = ", ".join(lq(a.sql_name) for a in tables.attributes)
-    sql = (
-        f"SELECT {lq(ddl.COL_SEQ)}, {lq(ddl.COL_VERSION)}, {lq(ddl.COL_OPERATION)}, {lq(ddl.COL_KEY)}, "
-        f"{lq(ddl.COL_COLUMNS)}, {business} FROM {tables.staging_table} "
-        f"WHERE {lq(ddl.COL_STATUS)} = %s AND {lq(ddl.COL_SEQ)} > %s ORDER BY {lq(ddl.COL_SEQ)} LIMIT %s"
-    )
-    # The key and column lists repeat from row to row: parse each distinct text once.
-    keys, columns = {}, {}
-    with connections[ddl.LOCAL].cursor() as cursor:
-        cursor.execute(sql, [ddl.STATUS_PENDING, after_seq, limit])
-        rows = []
-        for row in cursor.fetchall():
-            key = keys.get(row[3]) or keys.setdefault(row[3], _parse_key(row[3]))
-            supplied = columns.get(row[4])
-            if supplied is None:
-                supplied = columns.setdefault(row[4], frozenset(c for c in (row[4] or "").split(",") if c))
-            rows.append(StagedRow(row[0], row[1], row[2], key, supplied, row[5:]))
-        return rows
+# --- Routes: how a batch travels between the staging and the cloud database -------------------
+
+ATTACHED = "attached"  # both SQLite files: the cloud connection ATTACHes staging, rows never reach Python
+COPY = "copy"  # both PostgreSQL: COPY out of staging into the cloud, blocks passed through untouched
+ROWS = "rows"  # anything else (or inside a caller's transaction): fetch, then executemany
+
+STAGING_SCHEMA = "stg"  # the name the staging file is attached under in the cloud connection
 
 
-def cut_batch(rows: list[StagedRow], tables: _Tables) -> list[StagedRow]:
-    """The longest prefix of `rows` with one key shape and no key value twice.
+def _route(tables: _Tables) -> str:
+    local, cloud = connections[ddl.LOCAL], connections[tables.cloud_alias]
+    if tables.local_vendor == tables.cloud_vendor == ddl.POSTGRESQL:
+        return COPY
+    # ATTACH is refused inside a transaction, and an attached file shows only committed rows: a caller
+    # holding a transaction open (tests do) gets the portable route.
+    if (tables.local_vendor == tables.cloud_vendor == ddl.SQLITE and local is not cloud
+            and not local.in_atomic_block and not cloud.in_atomic_block):
+        return ATTACHED
+    return ROWS
 
-    Applying a batch is set-based, so two operations on one record inside it would race; ending the
-    batch at the repeat keeps ingestion order (the rest comes in the next batch).
-    """
-    if not rows:
-        return rows
-    shape = rows[0].key
-    positions = [i for i, a in enumerate(tables.attributes) if a.name in shape]
-    seen = set()
-    for index, row in enumerate(rows):
-        key_value = tuple(row.values[i] for i in positions)
-        if row.key != shape or key_value in seen:
-            return rows[:index]
-        seen.add(key_value)
-    return rows
+
+def _attach_staging(tables: _Tables) -> None:
+    """Attach the staging file to the cloud connection once per connection (Django may reconnect)."""
+    path = str(connections[ddl.LOCAL].settings_dict["NAME"])
+    with connections[tables.cloud_alias].cursor() as cursor:
+        cursor.execute("PRAGMA database_list")
+        if any(name == STAGING_SCHEMA for _, name, _ in cursor.fetchall()):
+            return
+        cursor.execute(f"ATTACH DATABASE %s AS {STAGING_SCHEMA}", [path])
+        cursor.execute(f"PRAGMA {STAGING_SCHEMA}.synchronous = NORMAL")
 
 
 # --- Applying a batch in the cloud ----------------------------------------------------------
 
-def _temp_table_sql(tables: _Tables, name: str) -> str:
+BATCH_TABLE = "stg_sync_batch"
+
+
+@dataclass
+class Step:
+    """One applied batch: its last sequence, its counts, and where its outcomes wait to be recorded
+    (the cloud connection's batch table, or `outcomes` when there is none)."""
+
+    first_seq: int
+    last_seq: int
+    counts: Counts
+    size: int
+    outcomes: list | None = None
+
+
+def _batch_table_sql(tables: _Tables) -> str:
     cq, vendor = tables.cq, tables.cloud_vendor
     columns = [f"{cq('seq')} BIGINT", f"{cq('version')} BIGINT", f"{cq('op')} VARCHAR(16)",
-               f"{cq('existed')} SMALLINT NOT NULL DEFAULT 0"]
-    for index, column in enumerate(tables.cloud_columns):
-        columns.append(f"{cq(f'v{index}')} {ddl.sql_type(column, vendor)}")
-        columns.append(f"{cq(f'f{index}')} SMALLINT NOT NULL DEFAULT 0")
-    suffix = " ON COMMIT DROP" if vendor == ddl.POSTGRESQL else ""
-    return f"CREATE TEMPORARY TABLE {cq(name)} ({', '.join(columns)}){suffix}"
+               f"{cq('keyspec')} VARCHAR(255)", f"{cq('cols')} TEXT"]
+    columns += [f"{cq(f'v{i}')} {ddl.sql_type(column, vendor)}" for i, column in enumerate(tables.cloud_columns)]
+    columns.append(f"{cq('existed')} SMALLINT NOT NULL DEFAULT 0")
+    return f"CREATE TEMPORARY TABLE {cq(BATCH_TABLE)} ({', '.join(columns)})"
 
 
-def _apply(tables: _Tables, rows: list[StagedRow]) -> list[Outcome]:
-    """Apply `rows` in one cloud transaction and write their outcomes to the ledger; returns them."""
+def _first_key(tables: _Tables, route: str, *, after: int) -> str | None:
+    """The reconciliation key (raw sStgKey) of the next pending row, None when nothing is pending."""
+    lq = tables.lq
+    alias, staging = ddl.LOCAL, tables.staging_table
+    if route == ATTACHED:  # read through the cloud connection, inside its transaction
+        alias, staging = tables.cloud_alias, f"{STAGING_SCHEMA}.{staging}"
+    with connections[alias].cursor() as cursor:
+        cursor.execute(f"SELECT {lq(ddl.COL_KEY)} FROM {staging} WHERE {lq(ddl.COL_STATUS)} = %s "
+                       f"AND {lq(ddl.COL_SEQ)} > %s ORDER BY {lq(ddl.COL_SEQ)} LIMIT 1", [ddl.STATUS_PENDING, after])
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def _fill(tables: _Tables, route: str, cursor, *, after: int, limit: int, key_indexes: list[int]) -> None:
+    """Put up to `limit` pending rows after `after` into the batch table (cloud connection's `cursor`),
+    then mark those whose key exists in the cloud table."""
     cq = tables.cq
-    temp = cq("stg_sync_batch")
-    key = rows[0].key
-    key_indexes = [i for i, a in enumerate(tables.attributes) if a.name in key]
+    columns = ", ".join(cq(c) for c in ("seq", "version", "op", "keyspec", "cols",
+                                          *(f"v{i}" for i in range(len(tables.attributes)))))
+    into = f"INSERT INTO {cq(BATCH_TABLE)} ({columns}) "
+    if route == ATTACHED:
+        cursor.execute(into + tables.pending_select(f"{STAGING_SCHEMA}.{tables.staging_table}"), [after, limit])
+    elif route == COPY:
+        # COPY takes no parameters; both are integers.
+        select = tables.pending_select(tables.staging_table) % (int(after), int(limit))
+        with connections[ddl.LOCAL].cursor() as local, \
+                local.cursor.copy(f"COPY ({select}) TO STDOUT") as source, \
+                cursor.cursor.copy(f"COPY {cq(BATCH_TABLE)} ({columns}) FROM STDIN") as target:
+            for block in source:
+                target.write(block)
+    else:
+        with connections[ddl.LOCAL].cursor() as local:
+            local.execute(tables.pending_select(tables.staging_table), [after, limit])
+            rows = local.fetchall()
+        placeholders = ", ".join(["%s"] * (5 + len(tables.attributes)))
+        cursor.executemany(f"{into}VALUES ({placeholders})", rows)
+    found = " AND ".join(f"c.{cq(tables.attributes[i].sql_name)} = {cq(BATCH_TABLE)}.{cq(f'v{i}')}"
+                         for i in key_indexes)
+    cursor.execute(f"UPDATE {cq(BATCH_TABLE)} SET {cq('existed')} = 1 "
+                   f"WHERE EXISTS (SELECT 1 FROM {tables.cloud_table} c WHERE {found})")
 
-    def match(cloud_ref: str, batch_ref: str) -> str:
-        return " AND ".join(
-            f"{cloud_ref}.{cq(tables.attributes[i].sql_name)} = {batch_ref}.{cq(f'v{i}')}" for i in key_indexes
-        )
 
-    key_columns = ", ".join(cq(tables.attributes[i].sql_name) for i in key_indexes)
-    batch_keys = ", ".join(f"b.{cq(f'v{i}')}" for i in key_indexes)
-    value_columns = ", ".join(f"{cq(f'v{i}')}, {cq(f'f{i}')}" for i in range(len(tables.attributes)))
-    placeholders = ", ".join(["%s"] * (4 + 2 * len(tables.attributes)))
-    params = []
-    for row in rows:
-        item = [row.seq, row.version, row.operation, 0]
-        for attribute, value in zip(tables.attributes, row.values):
-            # Key columns always count; others only when the caller supplied them (partial update).
-            supplied = attribute.name in row.supplied or attribute.name in key or attribute.name == "id"
-            item += [value, 1 if supplied else 0]
-        params.append(item)
+def _cut(tables: _Tables, cursor, *, keyspec: str, key: tuple[str, ...], key_indexes: list[int]) -> None:
+    """Keep the longest prefix of the batch with one key shape and no key value twice.
 
-    updatable = [i for i, a in enumerate(tables.attributes) if i not in key_indexes and a.name != "id"]
-    target = tables.cloud_table
-    set_clause = ", ".join(
-        f"{cq(tables.attributes[i].sql_name)} = CASE WHEN b.{cq(f'f{i}')} = 1 THEN b.{cq(f'v{i}')} "
-        f"ELSE {target}.{cq(tables.attributes[i].sql_name)} END"
-        for i in updatable
-    )
-    insert_columns = ", ".join(cq(a.sql_name) for a in tables.attributes)
-    insert_values = ", ".join(
-        f"CASE WHEN b.{cq(f'f{i}')} = 1 THEN b.{cq(f'v{i}')} ELSE {_insert_default(column)} END"
-        for i, column in enumerate(tables.cloud_columns)
-    )
-    op, seq, existed = cq("op"), cq("seq"), cq("existed")
-
-    with transaction.atomic(using=tables.cloud_alias), connections[tables.cloud_alias].cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {temp}")
-        cursor.execute(_temp_table_sql(tables, "stg_sync_batch"))
-        cursor.executemany(
-            f"INSERT INTO {temp} ({seq}, {cq('version')}, {op}, {existed}, {value_columns}) VALUES ({placeholders})",
-            params,
-        )
-        cursor.execute(f"UPDATE {temp} SET {existed} = 1 WHERE EXISTS (SELECT 1 FROM {target} c WHERE "
-                       f"{match('c', temp)})")
-        # IN over the batch, not EXISTS per cloud row: SQLite then seeks the cloud key index for each batch
-        # row instead of scanning the whole cloud table once per batch (measured 1.7 s per 500 rows at 20k).
-        cursor.execute(f"DELETE FROM {target} WHERE ({key_columns}) IN (SELECT {batch_keys} FROM {temp} b "
-                       f"WHERE b.{op} = %s)", [OP_DELETE])
-        if set_clause:
-            cursor.execute(f"UPDATE {target} SET {set_clause} FROM {temp} b WHERE b.{existed} = 1 "
-                           f"AND b.{op} IN (%s, %s) AND {match(target, 'b')}", [OP_INSERT_OR_UPDATE, OP_UPDATE])
-        cursor.execute(f"INSERT INTO {target} ({insert_columns}) SELECT {insert_values} FROM {temp} b "
-                       f"WHERE b.{existed} = 0 AND b.{op} IN (%s, %s) ORDER BY b.{seq}", [OP_INSERT, OP_INSERT_OR_UPDATE])
-        cursor.execute(f"SELECT {seq}, {cq('version')}, {op}, {existed} FROM {temp}")
-        outcomes = [_outcome(s, v, o, bool(e)) for s, v, o, e in cursor.fetchall()]
-        cursor.execute(f"DROP TABLE IF EXISTS {temp}")
-        SyncLedger.objects.using(tables.cloud_alias).create(
-            schema=tables.description.id, outcomes=[[o.seq, o.version, o.status, o.error] for o in outcomes]
-        )
-    return outcomes
+    Applying a batch is set-based, so two operations on one record inside it would race; ending the
+    batch at the repeat keeps ingestion order (the rest comes in the next batch). On the primary key
+    the staging table's unique index already rules repeats out.
+    """
+    cq, batch = tables.cq, tables.cq(BATCH_TABLE)
+    cuts = f"SELECT MIN({cq('seq')}) AS s FROM {batch} WHERE {cq('keyspec')} <> %s"
+    if set(key) != set(tables.description.primary_key):
+        key_values = ", ".join(cq(f"v{i}") for i in key_indexes)
+        cuts = (f"SELECT MIN(s) FROM ({cuts} UNION ALL SELECT MIN(seq) FROM (SELECT {cq('seq')} AS seq, "
+                f"ROW_NUMBER() OVER (PARTITION BY {key_values} ORDER BY {cq('seq')}) AS n FROM {batch}) repeats "
+                f"WHERE n > 1) cuts")
+    cursor.execute(cuts, [keyspec])
+    cut = cursor.fetchone()[0]
+    if cut is not None:
+        cursor.execute(f"DELETE FROM {batch} WHERE {cq('seq')} >= %s", [cut])
 
 
 def _insert_default(column: ddl.ColumnSpec) -> str:
     return column.default if column.default is not None else "NULL"
 
 
-def _outcome(seq: int, version: int, op: str, existed: bool) -> Outcome:
-    if op == OP_DELETE:
-        return Outcome(seq, version, ddl.STATUS_SYNCED, "deleted" if existed else "")
-    if op == OP_INSERT and existed:
-        return Outcome(seq, version, ddl.STATUS_FAILED,
-                       error="duplicate key: a record with this key already exists in the cloud table "
-                             "(Ingest only inserts; use IngestExt to update)")
-    if op == OP_UPDATE and not existed:
-        return Outcome(seq, version, ddl.STATUS_SKIPPED, error="update skipped: no record with this key in the cloud")
-    return Outcome(seq, version, ddl.STATUS_SYNCED, "updated" if existed else "inserted")
+DUPLICATE_ERROR = ("duplicate key: a record with this key already exists in the cloud table "
+                   "(Ingest only inserts; use IngestExt to update)")
+SKIPPED_ERROR = "update skipped: no record with this key in the cloud"
 
 
-def apply_batch(tables: _Tables, rows: list[StagedRow]) -> list[Outcome]:
-    """Apply rows; when the database refuses some of them, isolate those by halving and fail only them."""
-    try:
-        return _apply(tables, rows)
-    except (IntegrityError, DataError) as exc:
-        if len(rows) == 1:
-            row = rows[0]
-            outcome = Outcome(row.seq, row.version, ddl.STATUS_FAILED, error=f"cloud database refused the row: {exc}")
-            with transaction.atomic(using=tables.cloud_alias):
-                SyncLedger.objects.using(tables.cloud_alias).create(
-                    schema=tables.description.id, outcomes=[[row.seq, row.version, outcome.status, outcome.error]]
-                )
-            return [outcome]
-        middle = len(rows) // 2
-        return apply_batch(tables, rows[:middle]) + apply_batch(tables, rows[middle:])
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _outcome_columns(tables: _Tables) -> str:
+    """seq, version, status, error of the batch table's rows, the outcome decided from op and existed."""
+    cq = tables.cq
+    op, existed = cq("op"), cq("existed")
+    failed, skipped = f"{op} = '{OP_INSERT}' AND {existed} = 1", f"{op} = '{OP_UPDATE}' AND {existed} = 0"
+    return (f"{cq('seq')} AS seq, {cq('version')} AS version, CASE WHEN {failed} THEN '{ddl.STATUS_FAILED}' "
+            f"WHEN {skipped} THEN '{ddl.STATUS_SKIPPED}' ELSE '{ddl.STATUS_SYNCED}' END AS status, "
+            f"CASE WHEN {failed} THEN {_literal(DUPLICATE_ERROR)} WHEN {skipped} THEN {_literal(SKIPPED_ERROR)} END "
+            f"AS error")
+
+
+def _ledger_sql(tables: _Tables) -> str:
+    """INSERT of one ledger entry whose outcomes JSON the database builds from the batch table."""
+    cq, table = tables.cq, SyncLedger._meta.db_table
+    outcomes = (f"json_agg(json_build_array(seq, version, status, error))::jsonb"
+                if tables.cloud_vendor == ddl.POSTGRESQL else "json_group_array(json_array(seq, version, status, error))")
+    return (f"INSERT INTO {cq(table)} ({cq('schema')}, {cq('outcomes')}, {cq('created_at')}) "
+            f"SELECT %s, {outcomes}, %s FROM (SELECT {_outcome_columns(tables)} FROM {cq(BATCH_TABLE)}) AS o")
+
+
+def apply_next(tables: _Tables, *, after: int, limit: int) -> Step | None:
+    """Apply the next batch (up to `limit` pending rows after `after`) in ONE cloud transaction, with
+    its ledger entry; None when nothing is pending. The outcomes stay in the cloud connection's batch
+    table for `record_step`. Raises IntegrityError/DataError when the cloud refuses a row of it.
+    """
+    route = _route(tables)
+    if route == ATTACHED:
+        _attach_staging(tables)
+    cq, batch, target = tables.cq, tables.cq(BATCH_TABLE), tables.cloud_table
+    op, existed = f"b.{cq('op')}", f"b.{cq('existed')}"
+    with transaction.atomic(using=tables.cloud_alias), connections[tables.cloud_alias].cursor() as cursor:
+        keyspec = _first_key(tables, route, after=after)
+        if keyspec is None:
+            return None
+        key = _parse_key(keyspec)
+        key_indexes = [i for i, a in enumerate(tables.attributes) if a.name in key]
+        cursor.execute(f"DROP TABLE IF EXISTS {batch}")
+        cursor.execute(_batch_table_sql(tables))
+        _fill(tables, route, cursor, after=after, limit=limit, key_indexes=key_indexes)
+        _cut(tables, cursor, keyspec=keyspec, key=key, key_indexes=key_indexes)
+
+        def match(cloud_ref: str, batch_ref: str) -> str:
+            return " AND ".join(f"{cloud_ref}.{cq(tables.attributes[i].sql_name)} = {batch_ref}.{cq(f'v{i}')}"
+                                for i in key_indexes)
+
+        def supplied(i: int) -> str:
+            # Key columns and the id always count; others only when the caller supplied them.
+            attribute = tables.attributes[i]
+            if i in key_indexes or attribute.name == "id":
+                return "1 = 1"
+            find = "strpos" if tables.cloud_vendor == ddl.POSTGRESQL else "instr"
+            return f"{find}(b.{cq('cols')}, {_literal(f',{attribute.name},')}) > 0"
+
+        key_columns = ", ".join(cq(tables.attributes[i].sql_name) for i in key_indexes)
+        batch_keys = ", ".join(f"b.{cq(f'v{i}')}" for i in key_indexes)
+        updatable = [i for i, a in enumerate(tables.attributes) if i not in key_indexes and a.name != "id"]
+        set_clause = ", ".join(
+            f"{cq(tables.attributes[i].sql_name)} = CASE WHEN {supplied(i)} THEN b.{cq(f'v{i}')} "
+            f"ELSE {target}.{cq(tables.attributes[i].sql_name)} END" for i in updatable
+        )
+        insert_columns = ", ".join(cq(a.sql_name) for a in tables.attributes)
+        insert_values = ", ".join(
+            f"CASE WHEN {supplied(i)} THEN b.{cq(f'v{i}')} ELSE {_insert_default(column)} END"
+            for i, column in enumerate(tables.cloud_columns)
+        )
+        # IN over the batch, not EXISTS per cloud row: SQLite then seeks the cloud key index for each batch
+        # row instead of scanning the whole cloud table once per batch.
+        cursor.execute(f"DELETE FROM {target} WHERE ({key_columns}) IN (SELECT {batch_keys} FROM {batch} b "
+                       f"WHERE {op} = %s)", [OP_DELETE])
+        if set_clause:
+            cursor.execute(f"UPDATE {target} SET {set_clause} FROM {batch} b WHERE {existed} = 1 "
+                           f"AND {op} IN (%s, %s) AND {match(target, 'b')}", [OP_INSERT_OR_UPDATE, OP_UPDATE])
+        cursor.execute(f"INSERT INTO {target} ({insert_columns}) SELECT {insert_values} FROM {batch} b "
+                       f"WHERE {existed} = 0 AND {op} IN (%s, %s) ORDER BY b.{cq('seq')}",
+                       [OP_INSERT, OP_INSERT_OR_UPDATE])
+        now = connections[tables.cloud_alias].ops.adapt_datetimefield_value(timezone.now())
+        cursor.execute(_ledger_sql(tables), [tables.description.id, now])
+        counts = _batch_counts(tables, cursor)
+    return Step(first_seq=counts.pop("first_seq"), last_seq=counts.pop("last_seq"), counts=Counts(**counts),
+                size=counts["sent"])
+
+
+def _batch_counts(tables: _Tables, cursor) -> dict:
+    """The batch's counts in one pass: sent, inserted, updated, deleted, skipped, failed; its first and last seq."""
+    cq = tables.cq
+    op, existed = cq("op"), cq("existed")
+    cases = {
+        "inserted": f"{existed} = 0 AND {op} IN ('{OP_INSERT}', '{OP_INSERT_OR_UPDATE}')",
+        "updated": f"{existed} = 1 AND {op} IN ('{OP_INSERT_OR_UPDATE}', '{OP_UPDATE}')",
+        "deleted": f"{existed} = 1 AND {op} = '{OP_DELETE}'",
+        "skipped": f"{existed} = 0 AND {op} = '{OP_UPDATE}'",
+        "failed": f"{existed} = 1 AND {op} = '{OP_INSERT}'",
+    }
+    sums = ", ".join(f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)" for condition in cases.values())
+    cursor.execute(f"SELECT COUNT(*), MIN({cq('seq')}), MAX({cq('seq')}), {sums} FROM {cq(BATCH_TABLE)}")
+    sent, first_seq, last_seq, *numbers = cursor.fetchone()
+    return {"sent": sent, "first_seq": first_seq, "last_seq": last_seq, **{name: int(n or 0) for name, n in zip(cases, numbers)}}
+
+
+def fail_next(tables: _Tables, *, after: int, error: Exception) -> Step | None:
+    """Fail the next pending row alone (the cloud refused it even in a batch of one), through the ledger."""
+    lq = tables.lq
+    with connections[ddl.LOCAL].cursor() as cursor:
+        cursor.execute(f"SELECT {lq(ddl.COL_SEQ)}, {lq(ddl.COL_VERSION)} FROM {tables.staging_table} "
+                       f"WHERE {lq(ddl.COL_STATUS)} = %s AND {lq(ddl.COL_SEQ)} > %s ORDER BY {lq(ddl.COL_SEQ)} "
+                       f"LIMIT 1", [ddl.STATUS_PENDING, after])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    outcomes = [(row[0], row[1], ddl.STATUS_FAILED, f"cloud database refused the row: {error}")]
+    with transaction.atomic(using=tables.cloud_alias):
+        SyncLedger.objects.using(tables.cloud_alias).create(schema=tables.description.id,
+                                                            outcomes=[list(o) for o in outcomes])
+    return Step(first_seq=row[0], last_seq=row[0], counts=Counts(sent=1, failed=1), size=1, outcomes=outcomes)
 
 
 # --- Recording outcomes in staging ----------------------------------------------------------
 
-def _outcome_fields(vendor: str) -> tuple[str, list[str]]:
-    """A FROM item reading one JSON parameter [[seq, version, status, error], ...] and its four fields."""
+def _outcome_source(vendor: str) -> str:
+    """A FROM item `o(seq, version, status, error)` over outcomes sent as parameters: four arrays on
+    PostgreSQL, one JSON array of [seq, version, status, error] on SQLite."""
     if vendor == ddl.POSTGRESQL:
-        casts = ("bigint", "bigint", "text", "text")
-        return "jsonb_array_elements(%s::jsonb) AS o(value)", [f"(o.value->>{i})::{t}" for i, t in enumerate(casts)]
-    return "json_each(%s) AS o", [f"json_extract(o.value, '$[{i}]')" for i in range(4)]
+        return "unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[]) AS o(seq, version, status, error)"
+    return ("(SELECT json_extract(value, '$[0]') AS seq, json_extract(value, '$[1]') AS version, "
+            "json_extract(value, '$[2]') AS status, json_extract(value, '$[3]') AS error FROM json_each(%s)) AS o")
 
 
-@retry_on_deadlock()
-def record_outcomes(tables: _Tables, outcomes: list[tuple[int, int, str, str]]) -> None:
-    """Write outcomes to staging rows whose version is unchanged: one UPDATE joined to the outcomes sent
-    as a single JSON parameter (set-based, no statement per row), in one transaction."""
-    if not outcomes:
-        return
-    lq, staging = tables.lq, tables.staging_table
-    source, (seq, version, status, error) = _outcome_fields(tables.local_vendor)
-    # `|| ''` keeps SQLite from driving the join from the status index (then scanning the outcomes for
-    # every pending row); it must loop over the outcomes and look each row up by its sequence.
-    pending = f"{staging}.{lq(ddl.COL_STATUS)} || '' = %s"
-    payload = json.dumps([[o_seq, o_version, o_status, o_error or None] for o_seq, o_version, o_status, o_error
-                          in outcomes])
-    sql = (
-        f"UPDATE {staging} SET {lq(ddl.COL_STATUS)} = {status}, {lq(ddl.COL_ERROR)} = {error}, "
-        f"{lq(ddl.COL_SYNCED_AT)} = CASE WHEN {status} = %s THEN NULL ELSE %s END, "
+def _record_in(cursor, tables: _Tables, *, staging: str, source: str, params: list, seqs: tuple[int, int, int]) -> None:
+    """Write outcomes from `source` (a FROM item o(seq, version, status, error)) to the staging rows whose
+    version is unchanged: one set-based UPDATE (and one more in the rare case some versions changed).
+    `seqs` is (first, last, count) of the outcomes' sequences."""
+    lq = tables.lq
+    first, last, size = seqs
+    # The range lets both databases read the batch's rows by sequence instead of joining the whole
+    # table. On SQLite `|| ''` also keeps the status index out of the join.
+    status = f"{staging}.{lq(ddl.COL_STATUS)}" + (" || ''" if tables.local_vendor == ddl.SQLITE else "")
+    same_row = (f"{staging}.{lq(ddl.COL_SEQ)} = o.seq AND {staging}.{lq(ddl.COL_SEQ)} BETWEEN {int(first)} "
+                f"AND {int(last)} AND {status} = '{ddl.STATUS_PENDING}'")
+    cursor.execute(
+        f"UPDATE {staging} SET {lq(ddl.COL_STATUS)} = o.status, {lq(ddl.COL_ERROR)} = o.error, "
+        f"{lq(ddl.COL_SYNCED_AT)} = CASE WHEN o.status = %s THEN NULL ELSE %s END, "
         f"{lq(ddl.COL_ATTEMPTS)} = {lq(ddl.COL_ATTEMPTS)} + 1 FROM {source} "
-        f"WHERE {staging}.{lq(ddl.COL_SEQ)} = {seq} AND {staging}.{lq(ddl.COL_VERSION)} = {version} "
-        f"AND {pending}"
+        f"WHERE {same_row} AND {staging}.{lq(ddl.COL_VERSION)} = o.version",
+        [ddl.STATUS_FAILED, timezone.now(), *params],
     )
+    if cursor.rowcount == size:
+        return
     # A row changed by IngestExt while its batch was applied keeps its new version and stays pending. If
     # it was an insert, IngestExt merged the update into it and kept `insert` (the record did not exist
     # yet), but the insert has now reached the cloud: re-applied as an insert it would fail as a
     # "duplicate key" and lose the update. It becomes insertOrUpdate, which writes the merged values.
     # (A pending row's operation is `insert` only if it was from the start, so the rule also holds for
     # outcomes recovered from the ledger.)
-    reinserted = (
+    cursor.execute(
         f"UPDATE {staging} SET {lq(ddl.COL_OPERATION)} = %s FROM {source} "
-        f"WHERE {staging}.{lq(ddl.COL_SEQ)} = {seq} AND {staging}.{lq(ddl.COL_VERSION)} <> {version} "
-        f"AND {status} = %s AND {staging}.{lq(ddl.COL_OPERATION)} = %s AND {pending}"
+        f"WHERE {same_row} AND {staging}.{lq(ddl.COL_VERSION)} <> o.version "
+        f"AND o.status = %s AND {staging}.{lq(ddl.COL_OPERATION)} = %s",
+        [OP_INSERT_OR_UPDATE, *params, ddl.STATUS_SYNCED, OP_INSERT],
     )
+
+
+@retry_on_deadlock()
+def record_outcomes(tables: _Tables, outcomes: list[tuple[int, int, str, str | None]]) -> None:
+    """Write outcomes [(seq, version, status, error), ...] to staging, in one local transaction."""
+    if not outcomes:
+        return
+    staging = tables.staging_table
+    if tables.local_vendor == ddl.POSTGRESQL:
+        params = [list(column) for column in zip(*outcomes)]
+    else:
+        params = [json.dumps([list(o) for o in outcomes])]
+    source = _outcome_source(tables.local_vendor)
+    seqs = [o[0] for o in outcomes]
+    bounds = (min(seqs), max(seqs), len(seqs))
     with transaction.atomic(using=ddl.LOCAL), connections[ddl.LOCAL].cursor() as cursor:
         if tables.local_vendor == ddl.POSTGRESQL:
             # Lock the batch's rows in sequence order first, the order IngestExt locks them in, so the
             # two rarely deadlock (retry_on_deadlock covers the rest).
-            cursor.execute(f"SELECT 1 FROM {staging} WHERE {lq(ddl.COL_SEQ)} IN (SELECT {seq} FROM {source}) "
-                           f"ORDER BY {lq(ddl.COL_SEQ)} FOR UPDATE", [payload])
-        cursor.execute(sql, [ddl.STATUS_FAILED, timezone.now(), payload, ddl.STATUS_PENDING])
-        if cursor.rowcount != len(outcomes):  # some versions changed (or unknown count): rare, so checked apart
-            cursor.execute(reinserted, [OP_INSERT_OR_UPDATE, payload, ddl.STATUS_SYNCED, OP_INSERT,
-                                        ddl.STATUS_PENDING])
+            lq = tables.lq
+            cursor.execute(f"SELECT 1 FROM {staging} WHERE {lq(ddl.COL_SEQ)} BETWEEN %s AND %s AND "
+                           f"{lq(ddl.COL_SEQ)} = ANY(%s) ORDER BY {lq(ddl.COL_SEQ)} FOR UPDATE",
+                           [bounds[0], bounds[1], seqs])
+        _record_in(cursor, tables, staging=staging, source=source, params=params, seqs=bounds)
+
+
+def record_step(tables: _Tables, step: Step) -> None:
+    """Record a step's outcomes in staging (version-checked), then drop its ledger entry."""
+    if step.outcomes is not None:
+        record_outcomes(tables, step.outcomes)
+    elif _route(tables) == ATTACHED:
+        # Straight from the batch table into the attached staging file: no row passes through Python.
+        with transaction.atomic(using=tables.cloud_alias), connections[tables.cloud_alias].cursor() as cursor:
+            source = f"(SELECT {_outcome_columns(tables)} FROM temp.{tables.cq(BATCH_TABLE)}) AS o"
+            _record_in(cursor, tables, staging=f"{STAGING_SCHEMA}.{tables.staging_table}", source=source,
+                       params=[], seqs=(step.first_seq, step.last_seq, step.size))
+    else:
+        cq = tables.cq
+        with connections[tables.cloud_alias].cursor() as cursor:
+            cursor.execute(f"SELECT {_outcome_columns(tables)} FROM {cq(BATCH_TABLE)} ORDER BY {cq('seq')}")
+            outcomes = cursor.fetchall()
+        record_outcomes(tables, outcomes)
+    SyncLedger.objects.using(tables.cloud_alias).filter(schema=tables.description.id).delete()
 
 
 def recover_ledger(tables: _Tables) -> int:
@@ -386,6 +502,13 @@ def recover_ledger(tables: _Tables) -> int:
         covered += len(entry.outcomes)
         SyncLedger.objects.using(tables.cloud_alias).filter(pk=entry.pk).delete()
     return covered
+
+
+def _drop_batch_table(tables: _Tables) -> None:
+    connection = connections[tables.cloud_alias]
+    if connection.connection is not None and not connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS {tables.cq(BATCH_TABLE)}")
 
 
 # --- The service ----------------------------------------------------------------------------
@@ -418,23 +541,29 @@ def staging_sync(*, schema: Schema, trigger: str, batch_size: int = BATCH_SIZE, 
     if not lease_acquire(name=lease, holder=holder):
         return _finish(run, Counts(), SyncRun.Status.BUSY, "Another synchronization of this schema is running.")
     counts = Counts()
+    tables = None
     try:
         tables = _tables_for(schema)
         recover_ledger(tables)
-        after = 0
+        after, limit = 0, batch_size
         while True:
-            batch = cut_batch(read_pending(tables, after_seq=after, limit=batch_size), tables)
-            if not batch:
+            try:
+                step = apply_next(tables, after=after, limit=limit)
+            except (IntegrityError, DataError) as exc:
+                # The cloud refused a row of the batch: halve until the guilty rows stand alone.
+                if limit > 1:
+                    limit //= 2
+                    continue
+                step = fail_next(tables, after=after, error=exc)
+            if step is None:
                 break
-            outcomes = apply_batch(tables, batch)
-            record_outcomes(tables, [(o.seq, o.version, o.status, o.error) for o in outcomes])
-            SyncLedger.objects.using(tables.cloud_alias).filter(schema=schema.schema_id).delete()
-            counts.add(outcomes)
-            after = batch[-1].seq
+            record_step(tables, step)
+            counts.add(step.counts)
+            after, limit = step.last_seq, min(batch_size, limit * 2)
             lease_acquire(name=lease, holder=holder)  # renew
             if settings.DEBUG:
-                # DEBUG keeps up to 9,000 statements per connection with their parameters inlined, and a
-                # batch's statements carry its outcomes as JSON: memory would grow with the backlog.
+                # DEBUG keeps up to 9,000 statements per connection with their parameters inlined:
+                # memory would grow with the backlog.
                 reset_queries()
             if on_batch:
                 on_batch(counts)
@@ -444,6 +573,8 @@ def staging_sync(*, schema: Schema, trigger: str, batch_size: int = BATCH_SIZE, 
         logger.exception("Synchronization of %s stopped", schema.schema_id)
         return _finish(run, counts, SyncRun.Status.FAILED, f"Database error, rows left pending: {exc}")
     finally:
+        if tables is not None:
+            _drop_batch_table(tables)
         lease_release(name=lease, holder=holder)
     status = SyncRun.Status.PARTIAL if counts.failed else SyncRun.Status.SUCCEEDED
     return _finish(run, counts, status, "")

@@ -17,7 +17,7 @@ import pytest
 from django.db import connections
 
 from staging import services, sync
-from staging.sync import _tables_for, apply_batch, cut_batch, read_pending, record_outcomes
+from staging.sync import _tables_for, apply_next, record_step
 from staging.models import SyncLedger, SyncRun
 from tests.conftest import BOTH_DATABASES
 from tests.staging.conftest import SAMPLE_SOURCE, make_user, record, staged_schema
@@ -121,7 +121,7 @@ def test_ingestext_updates_racing_syncs_are_never_lost(tmp_path):
 
 def _apply_first_batch(schema):
     tables = _tables_for(schema)
-    return tables, apply_batch(tables, cut_batch(read_pending(tables, after_seq=0, limit=100), tables))
+    return tables, apply_next(tables, after=0, limit=100)
 
 
 @pytest.mark.parametrize("bookkeeping", ["same run", "recovered from the ledger"])
@@ -129,12 +129,11 @@ def test_an_update_merged_into_an_insert_being_applied_reaches_the_cloud(bookkee
     schema = staged_schema(SAMPLE_SOURCE)
     user = make_user("racer", "ingest")
     services.records_ingest(schema_id=STG, user=user, records=[record(key="@id", id="K", testcol1="a", testcol2="b")])
-    tables, outcomes = _apply_first_batch(schema)  # the insert is in the cloud and in the ledger
+    tables, step = _apply_first_batch(schema)  # the insert is in the cloud and in the ledger
 
     services.records_ingest_ext(schema_id=STG, user=user, records=[record(key="@id", id="K", testcol1="new")])
     if bookkeeping == "same run":
-        record_outcomes(tables, [(o.seq, o.version, o.status, o.error) for o in outcomes])
-        SyncLedger.objects.using("cloud").all().delete()
+        record_step(tables, step)  # also drops the ledger entry
     run = sync.staging_sync(schema=schema, trigger=SyncRun.Trigger.COMMAND)  # recovers the ledger first
 
     assert cloud_table() == [("K", "new", "b")]
