@@ -7,18 +7,22 @@ How one schema is synchronized (docs/sync.md has the full story and the tests be
    expires after LEASE_SECONDS.
 2. Recover: outcomes that a crashed run committed to the cloud but never recorded in staging
    (`SyncLedger`) are recorded now, so those rows are not applied twice.
-3. Read pending rows in ingestion order (iStgSeq), a batch at a time. A batch holds one
-   reconciliation key shape and each key value once; a repeat ends the batch so order is kept.
-4. Apply the batch in ONE cloud transaction with set-based SQL over a temporary table: mark which
-   keys exist, delete, partial update (only the columns the caller supplied), insert; then write the
-   batch's outcomes to the ledger in the same transaction.
+3. Read pending rows in ingestion order (iStgSeq), a batch at a time, into a temporary table of the
+   cloud connection, by the cheapest route the two databases allow (ATTACH, COPY, or rows; see
+   `_route`). A batch holds one reconciliation key shape and each key value once; a repeat ends the
+   batch so order is kept.
+4. Apply the batch in ONE cloud transaction with set-based SQL over that table: mark which keys
+   exist, delete, partial update (only the columns the caller supplied), insert; then write the
+   batch's outcomes to the ledger in the same transaction. Outcomes, counts and the ledger JSON are
+   computed by SQL: no Python object per row.
 5. Record outcomes in staging with one set-based UPDATE and a version check: a row re-ingested
    meanwhile keeps its new values and stays pending (an insert that reached the cloud meanwhile
    becomes insertOrUpdate, so it is not failed as its own duplicate). Then drop the ledger entry.
 
-A statement that fails for some rows (e.g. a NOT NULL column left empty) is retried on halves of
-the batch until the guilty rows are isolated and marked failed; the others go through. Errors that
-are not about rows (cloud unreachable, structure out of date) stop the run and leave rows pending.
+When the cloud refuses a batch because of some rows (e.g. a NOT NULL column left empty), the next
+attempt takes half as many rows until the guilty row stands alone and is marked failed; the size
+doubles back after each success. Errors that are not about rows (cloud unreachable, structure out of
+date) stop the run and leave rows pending.
 """
 
 import json

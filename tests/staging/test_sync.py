@@ -247,3 +247,24 @@ def test_every_pending_row_is_counted_once_across_runs(sample):
     assert first.sent == 10 and second.sent == 0
     assert execute("default", "SELECT COUNT(*) FROM DemSampleTableStg WHERE sStgStatus = 'pending'") == [(0,)]
 
+
+
+def test_rows_travel_by_sql_between_two_sqlite_files_and_by_copy_between_two_postgresql_databases(sample):
+    # The routes that keep rows out of Python; the tests above run through them (committed transactions).
+    tables = sync._tables_for(sample)
+    expected = {"sqlite": sync.ATTACHED, "postgresql": sync.COPY}[connections["default"].vendor]
+
+    assert sync._route(tables) == expected
+
+
+@pytest.mark.django_db(databases=BOTH_DATABASES, transaction=False)
+def test_inside_a_callers_transaction_the_sync_moves_rows_through_python_and_still_applies_them(sample):
+    stage("a", "insert", testcol1="1")
+    stage("b", "insert", testcol1="2")
+    tables = sync._tables_for(sample)
+    assert sync._route(tables) == (sync.COPY if connections["default"].vendor == "postgresql" else sync.ROWS)
+
+    result = run(sample, batch_size=1)
+
+    assert cloud_rows() == [("a", "1", None), ("b", "2", None)]
+    assert (result.sent, result.inserted) == (2, 2)
