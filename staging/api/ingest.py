@@ -20,9 +20,10 @@ from campaignsite.api import cursor_decode, cursor_encode
 from campaignsite.errors import Forbidden, InvalidInput, Problem
 from staging import services
 from staging.api.parsers import BoundedJSONParser, BoundedTextXmlParser, BoundedXmlParser
+from staging.api.renderers import FastJSONRenderer
 from staging.api.schemas import ErrorSerializer
 from staging.idempotency import idempotent_call, request_hash
-from staging.records import SCHEMA_ATTR, records_from_json, records_from_xml
+from staging.records import SCHEMA_ATTR, collector_paused, records_from_json, records_from_xml
 from staging.selectors import STAGED_STATUSES, staged_rows
 from staging.srcschema import STAGING_SUFFIX
 from staging.xml import parse_xml
@@ -106,6 +107,8 @@ _INGEST_DOC = dict(
 
 class _IngestView(APIView):
     parser_classes = [IngestJSONParser, BoundedXmlParser, BoundedTextXmlParser]
+    # The answer holds one object per record (100 000 in a full call); the browsable API stays.
+    renderer_classes = [FastJSONRenderer, *(r for r in APIView.renderer_classes if r.format != "json")]
     service = None  # set by subclasses
     endpoint = ""
 
@@ -113,6 +116,7 @@ class _IngestView(APIView):
     def max_body_bytes(self) -> int:  # read by the body parsers
         return settings.INGEST_MAX_BYTES
 
+    @collector_paused()  # from the body's objects to the answer's, as in staging.records
     def post(self, request, schema_id: str):
         staging_id = _staging_id(schema_id)
         records, canonical = _records(request, staging_id)

@@ -44,6 +44,20 @@ def test_json_array_is_ingested_with_one_result_per_record(sample, api):
     assert {r["id"] for r in rows_of(sample)} == {first["id"], "ABC12345"}
 
 
+def test_the_answer_is_the_json_drf_writes_and_indented_on_request(sample, api):
+    response = post_json(api, INGEST, [{"testcol1": "a"}, {"_key": "@id", "id": "K\u00e9"}])
+    assert response.status_code == 201
+    first = response.json()["results"][0]["id"]
+    assert response.content == (
+        '{"schema":"dem:sampleTableStg","count":2,"results":[{"index":0,"id":"%s","generated":true},'
+        '{"index":1,"id":"K\u00e9","generated":false}]}' % first).encode()
+    response = api.post(INGEST, data=json.dumps([{"testcol1": "b"}]), content_type="application/json",
+                        HTTP_ACCEPT="application/json; indent=2")
+    assert response.status_code == 201 and response.content.startswith(b'{\n  "schema"')
+    response = post_json(api, INGEST, [{"colour": "red\u2028"}])  # a problem quotes the value
+    assert response.status_code == 400 and b'"red\\u2028"' in response.content
+
+
 def test_the_staging_id_is_accepted_in_the_url(sample, api):
     response = post_json(api, "/api/v1/staging/dem:sampleTableStg/ingest/", {"testcol1": "a"})
     assert response.status_code == 201

@@ -1,11 +1,13 @@
 """The pure record layer: reading documents, validating values, merging operations. No database."""
 
+import uuid
+
 import pytest
 
 from campaignsite.errors import InvalidInput
 from staging.records import (
     DELETE, INGEST, INGEST_EXT, INSERT, INSERT_OR_UPDATE, UPDATE, WRITE, RecordInput, collapse_rows,
-    merge_operation, parse_key, records_from_json, records_from_xml, validate_records,
+    merge_operation, new_uuids, parse_key, records_from_json, records_from_xml, uuid_factory, validate_records,
 )
 from staging.srcschema import parse_srcschema
 from staging.xml import parse_xml
@@ -42,6 +44,20 @@ def test_a_collection_gives_every_record_with_its_line():
         ({"testcol1": "a"}, None, 2), ({"testcol1": "b"}, "delete", 3)]
 
 
+def test_a_collection_of_plain_records_gives_each_its_line_or_the_shared_one():
+    # Records without technical attributes take the whole-collection path: same result.
+    _, records = records_from_xml(xml('<x-collection>\n<x a="1"/>\n\n<x a="2" b=""/>\n</x-collection>'))
+    assert records == [RecordInput({"a": "1"}, None, None, 2), RecordInput({"a": "2", "b": ""}, None, None, 4)]
+    _, records = records_from_xml(xml('<x-collection><x a="1"/><x a="2"/></x-collection>'))
+    assert [r.line for r in records] == [1, 1]
+
+
+def test_a_collection_with_text_inside_a_record_is_refused():
+    with pytest.raises(InvalidInput) as caught:
+        records_from_xml(xml('<x-collection><x a="1"/><x a="2">text</x></x-collection>'))
+    assert caught.value.problems[0].record == 1
+
+
 def test_a_document_without_xtkschema_reports_none():
     assert records_from_xml(xml('<sampleTableStg testcol1="a"/>'))[0] is None
 
@@ -69,6 +85,13 @@ def test_json_records_turn_scalars_into_text():
     assert record == RecordInput(values={"count": "3", "flag": "true", "none": None}, key=("id",), operation="update")
 
 
+def test_json_records_of_strings_are_taken_as_they_are_and_others_converted():
+    assert records_from_json([{"a": "x", "b": None}, {}]) == [
+        RecordInput({"a": "x", "b": None}, None, None), RecordInput({}, None, None)]
+    assert records_from_json([{"a": "x"}, {"a": 1, "_key": "@a"}]) == [
+        RecordInput({"a": "x"}, None, None), RecordInput({"a": "1"}, ("a",), None)]
+
+
 def test_json_nested_values_are_refused_naming_record_and_attribute():
     with pytest.raises(InvalidInput) as caught:
         records_from_json([{"a": "ok"}, {"a": {"nested": 1}}])
@@ -85,6 +108,37 @@ def test_validation_lists_every_problem_of_every_record():
     rows, problems = validate_records(TYPED, records, mode=INGEST)
     assert rows == []
     assert [(p.record, p.attribute) for p in problems] == [(0, "tiny"), (0, "flag"), (1, "code")]
+
+
+def test_plain_ingest_records_become_inserts_with_generated_ids_in_order():
+    records = [RecordInput({"testcol1": "a", "testcol2": "b"}, None, None, 3), RecordInput({"testcol2": "c"}, None, None)]
+    rows, problems = validate_records(SAMPLE, records, mode=INGEST, make_id=counter())
+    assert problems == []
+    assert [(r.index, r.values, r.supplied, r.key, r.operation, r.generated, r.line) for r in rows] == [
+        (0, {"testcol1": "a", "testcol2": "b", "id": "gen-0"}, ("testcol1", "testcol2"), ("id",), INSERT, True, 3),
+        (1, {"testcol2": "c", "id": "gen-1"}, ("testcol2",), ("id",), INSERT, True, None)]
+    assert records[0].values == {"testcol1": "a", "testcol2": "b"}  # the record itself is left as it was
+
+
+def test_each_string_is_held_to_its_own_length_and_empty_or_null_values_to_the_general_rules():
+    fits = RecordInput({"email": "a-rather-long-address@example.com", "code": "ABCDE"}, None, None)
+    rows, problems = validate_records(TYPED, [fits], mode=INGEST)
+    assert problems == [] and rows[0].values["email"] == fits.values["email"]
+    _, problems = validate_records(TYPED, [fits, RecordInput({"code": "ABCDEF"}, None, None)], mode=INGEST)
+    assert [(p.record, p.attribute) for p in problems] == [(1, "code")]
+    rows, problems = validate_records(TYPED, [RecordInput({"email": "", "code": None}, None, None)], mode=INGEST)
+    assert problems == [] and (rows[0].values["email"], rows[0].values["code"]) == ("", None)
+
+
+def test_generated_uuids_are_random_version_4_ids_as_text():
+    ids = new_uuids(1000)
+    assert len(set(ids)) == 1000
+    for text in ids:
+        value = uuid.UUID(text)
+        assert (str(value), value.version, value.variant) == (text, 4, uuid.RFC_4122)
+    assert new_uuids(0) == [] and len(new_uuids(1)) == 1
+    make = uuid_factory(batch=16)
+    assert len({make() for _ in range(100)}) == 100
 
 
 def test_ingest_generates_an_id_only_when_none_is_supplied():
