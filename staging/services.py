@@ -432,6 +432,9 @@ def _staging_table(schema: Schema) -> _Table:
 _STG_INSERT_COLUMNS = (ddl.COL_DELETE, ddl.COL_LAST_MODIFIED, ddl.COL_OPERATION, ddl.COL_COLUMNS, ddl.COL_KEY)
 
 
+COPY_MIN_ROWS = 100  # from this many staged rows on, PostgreSQL gets them with COPY (one row: an INSERT is cheaper)
+
+
 def _stage_inserts(cursor, table: _Table, rows: list, now) -> None:
     if not rows:
         return
@@ -449,6 +452,13 @@ def _stage_inserts(cursor, table: _Table, rows: list, now) -> None:
 
     params = [(*business(row.values), 1 if row.delete else 0, now, row.operation, join(row.supplied),
                join(row.key)) for row in rows]
+    if table.vendor == ddl.POSTGRESQL and len(params) >= COPY_MIN_ROWS:
+        # psycopg's executemany still costs a round of the protocol per row; COPY streams them.
+        with table.connection.wrap_database_errors, \
+                cursor.cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in params:
+                copy.write_row(row)
+        return
     cursor.executemany(sql, params)
 
 
