@@ -313,7 +313,7 @@ def staging_schema_get(*, schema_id: str) -> Schema:
             )
         raise NotFound(f"Unknown schema '{schema_id}'.", [Problem("no schema has this id", attribute="xtkschema",
                                                                    value=schema_id)])
-    schema = Schema.objects.filter(namespace=namespace, name=name[: -len(STAGING_SUFFIX)]).first()
+    schema = Schema.objects.find(namespace, name[: -len(STAGING_SUFFIX)])
     if schema is None:
         raise NotFound(f"Unknown schema '{schema_id}'.", [Problem("no schema has this staging id",
                                                                    attribute="xtkschema", value=schema_id)])
@@ -330,7 +330,7 @@ def staging_schema_get(*, schema_id: str) -> Schema:
 def cloud_schema_get(*, schema_id: str) -> Schema:
     """The source schema `schema_id` ("ns:name") for direct cloud writes; a staging id is refused."""
     namespace, name = _split_id(schema_id)
-    schema = Schema.objects.filter(namespace=namespace, name=name).first()
+    schema = Schema.objects.find(namespace, name)
     if schema is None:
         source_name = name[: -len(STAGING_SUFFIX)]
         if name.endswith(STAGING_SUFFIX) and Schema.objects.filter(namespace=namespace, name=source_name).exists():

@@ -4,17 +4,30 @@ Only digests of the tokens are stored, so a copy of the database does not hand o
 A session token is `___` + an uppercase UUID and a security token `@` + random text, the shapes
 Campaign issues (reference/campaign-v8-behaviour.md §5.3); both are 122+ bits of randomness, so a
 plain SHA-256 (no salt, no stretching) is enough and lets a lookup use an index.
+
+Each process keeps the sessions it has seen (with their user) for `CACHE_SECONDS`, so a call does not
+pay for an ORM query with a join, nor a non-superuser for its permission queries; every call still
+checks with one fixed statement that the session is neither revoked nor expired and that its user is
+active, so Logoff, expiry and deactivation take effect at once in every process (docs/soap.md).
 """
 
+import functools
 import hashlib
 import hmac
 import secrets
+import time
 import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import models, transaction
+from django.contrib.auth import get_user_model
+from django.db import connections, models, transaction
 from django.utils import timezone
+
+# How long a process reuses a session row and its user object (with the permissions Django caches on
+# it): a change of the user's permissions or superuser flag reaches a session within this delay.
+CACHE_SECONDS = 10
+CACHE_MAX_SESSIONS = 1000  # per process; past this the cache starts over
 
 
 def token_digest(token: str) -> str:
@@ -63,16 +76,50 @@ def soap_session_open(*, user) -> tuple[SoapSession, str, str]:
     return session, session_token, security_token
 
 
+_cache: dict[str, tuple[float, SoapSession]] = {}  # session digest -> (reuse until, session with its user)
+
+
 def soap_session_find(*, session_token: str) -> SoapSession | None:
     """The live session of `session_token`, or None when it is unknown, expired, revoked or its user inactive."""
     if not session_token:
         return None
-    session = (
-        SoapSession.objects.select_related("user").filter(session_digest=token_digest(session_token)).first()
-    )
-    if session is None or not session.is_live:
+    digest = token_digest(session_token)
+    now = time.monotonic()
+    reuse_until, session = _cache.get(digest, (0.0, None))
+    if reuse_until <= now:
+        session = SoapSession.objects.select_related("user").filter(session_digest=digest).first()
+        if session is None or not session.is_live:
+            _cache.pop(digest, None)
+            return None
+        if len(_cache) >= CACHE_MAX_SESSIONS:
+            _cache.clear()
+        _cache[digest] = (now + CACHE_SECONDS, session)
+    elif not _still_live(session):
+        _cache.pop(digest, None)
         return None
     return session
+
+
+def _still_live(session: SoapSession) -> bool:
+    """Whether the session row is still unrevoked and unexpired and its user active, read afresh."""
+    connection = connections[SoapSession.objects.db]
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(_liveness_sql(connection.alias), [session.pk, session.session_digest, now, True])
+        return cursor.fetchone() is not None
+
+
+@functools.cache
+def _liveness_sql(alias: str) -> str:
+    # Written once per database: building the same query with the ORM cost ten times more than running it.
+    quote = connections[alias].ops.quote_name
+    users = get_user_model()._meta
+    return (
+        f"SELECT 1 FROM {quote(SoapSession._meta.db_table)} s JOIN {quote(users.db_table)} u "
+        f"ON u.{quote(users.pk.column)} = s.user_id "
+        f"WHERE s.id = %s AND s.session_digest = %s AND s.revoked_at IS NULL AND s.expires_at > %s "
+        f"AND u.{quote(users.get_field('is_active').column)} = %s"
+    )
 
 
 def security_token_matches(session: SoapSession, security_token: str) -> bool:
@@ -80,5 +127,6 @@ def security_token_matches(session: SoapSession, security_token: str) -> bool:
 
 
 def soap_session_revoke(*, session: SoapSession) -> None:
-    """Logoff: the session's tokens stop working at once."""
+    """Logoff: the session's tokens stop working at once (other processes see it at their next check)."""
+    _cache.pop(session.session_digest, None)
     SoapSession.objects.filter(pk=session.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())

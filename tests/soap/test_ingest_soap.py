@@ -6,11 +6,13 @@ token goes in the X-Security-Token header as Campaign requires.
 """
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connections
 
-from staging import ddl
+from staging import ddl, soap_sessions
 from tests.conftest import BOTH_DATABASES
 from tests.soap.conftest import doc_param, make_user, logon, sdk_envelope, staged_rows
 
@@ -303,3 +305,31 @@ def test_a_record_count_above_the_limit_is_refused(soap, session, sample_schema,
     fault = answer.fault()
     assert fault["detail"].startswith("CST-413000 ") and "INGEST_MAX_RECORDS" in fault["detail"]
     assert staged_rows(sample_schema) == []
+
+
+def test_concurrent_one_record_calls_all_land(soap, session, sample_schema):
+    # The live server answers each call in its own thread and database connection, so the ingest
+    # transactions contend for the database's write lock as a server's workers do.
+    def ingest(i: int):
+        return sdk_call(soap, session, "Ingest", f'<sampleTableStg xtkschema="dem:sampleTableStg" testcol1="{i}"/>')
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(ingest, range(80)))
+
+    assert [a.status for a in answers] == [200] * 80, next(a.text for a in answers if a.status != 200)
+    rows = staged_rows(sample_schema)
+    assert sorted(int(r["testcol1"]) for r in rows) == list(range(80))
+    assert len({r["id"] for r in rows}) == 80
+
+
+def test_a_permission_withdrawn_reaches_a_session_once_its_cache_delay_is_over(
+        soap, session, operator, sample_schema, monkeypatch):
+    monkeypatch.setattr(soap_sessions, "CACHE_SECONDS", 0)  # the delay is over at every call
+    assert seed(soap, session, SEED_INGEST).status == 200
+    operator.user_permissions.remove(Permission.objects.get(content_type__app_label="staging", codename="ingest"))
+
+    answer = seed(soap, session, SEED_INGEST)
+
+    assert answer.status == 500
+    assert answer.fault()["detail"].startswith("CST-403000 ")
+    assert len(staged_rows(sample_schema)) == 1

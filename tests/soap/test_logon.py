@@ -230,6 +230,32 @@ def test_logoff_revokes_the_session(soap, session):
     assert "XSV-350008" in server_time(soap, session).text
 
 
+# A process reuses a session it has seen for a few seconds (staging.soap_sessions.CACHE_SECONDS), yet
+# checks on every call that it is still live: another process's Logoff, an expiry or a deactivation
+# must stop a session the server holds in its cache at the very next call.
+
+def test_a_cached_session_revoked_elsewhere_is_refused_at_the_next_call(soap, session):
+    assert server_time(soap, session).status == 200
+    SoapSession.objects.update(revoked_at=dj_timezone.now())  # what Logoff in another server process writes
+
+    assert "XSV-350008" in server_time(soap, session).text
+
+
+def test_a_cached_session_that_expires_is_refused_at_the_next_call(soap, session):
+    assert server_time(soap, session).status == 200
+    SoapSession.objects.update(expires_at=dj_timezone.now() - timedelta(seconds=1))
+
+    assert "XSV-350008" in server_time(soap, session).text
+
+
+def test_a_cached_session_of_a_user_made_inactive_is_refused_at_the_next_call(soap, session, operator):
+    assert server_time(soap, session).status == 200
+    operator.is_active = False
+    operator.save()
+
+    assert "XSV-350008" in server_time(soap, session).text
+
+
 def test_expired_sessions_are_purged_at_the_next_logon(soap, session, operator):
     SoapSession.objects.update(expires_at=dj_timezone.now() - timedelta(seconds=1))
 
