@@ -1,8 +1,6 @@
 """Writes of the staging app. SOAP, REST, commands and the admin all come through here."""
 
-import gc
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone as dt_timezone
 from pathlib import Path
@@ -231,23 +229,6 @@ def builtin_schemas_load() -> list[Schema]:
 # One implementation for SOAP, REST and the ingest command. Each call is validated as a whole
 # first (staging.records), then written in one transaction with bulk statements: one SELECT per
 # batch of keys, one executemany for the inserts, one per set of updated columns.
-
-@contextmanager
-def _collector_paused():
-    """Pause Python's cyclic garbage collector while a call builds its rows.
-
-    A 100 000-record call allocates a few hundred thousand long-lived objects (records, rows, dicts),
-    none of them cyclic; each of those allocations advances the collector, whose full passes over a
-    growing heap then take more time than the validation itself (measured: 3x on bench/ingest_bench.py).
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
 
 KEY_BATCH = 500  # keys per `IN (...)` lookup: far below SQLite's bound-parameter limit
 
@@ -507,7 +488,7 @@ def _result(records: Sequence, rows: list) -> IngestResult:
     return IngestResult(uuids=tuple(uuids), ids=tuple(ids))
 
 
-@_collector_paused()
+@rec.collector_paused()
 @retry_on_deadlock()
 def records_ingest(*, schema_id: str, records: Sequence[rec.RecordInput], user) -> IngestResult:
     """Ingest: insert `records` into the staging table of `schema_id` ("ns:nameStg").
@@ -529,7 +510,7 @@ def records_ingest(*, schema_id: str, records: Sequence[rec.RecordInput], user) 
     return _result(records, rows)
 
 
-@_collector_paused()
+@rec.collector_paused()
 @retry_on_deadlock()
 def records_ingest_ext(*, schema_id: str, records: Sequence[rec.RecordInput], user) -> IngestResult:
     """IngestExt: insert, update or delete staged rows of `schema_id` ("ns:nameStg") by key.
@@ -623,7 +604,7 @@ def _stage_updates(cursor, table: _Table, updates: list, now) -> None:
         ])
 
 
-@_collector_paused()
+@rec.collector_paused()
 def records_write(*, schema_id: str, records: Sequence[rec.RecordInput], user) -> None:
     """Write/WriteCollection: apply `records` straight to the cloud table of the source schema
     `schema_id` ("ns:name"), bypassing staging. Same grammar as IngestExt; an update of a missing

@@ -307,7 +307,7 @@ def _outcome_columns(tables: _Tables) -> str:
 def _ledger_sql(tables: _Tables) -> str:
     """INSERT of one ledger entry whose outcomes JSON the database builds from the batch table."""
     cq, table = tables.cq, SyncLedger._meta.db_table
-    outcomes = (f"json_agg(json_build_array(seq, version, status, error))::jsonb"
+    outcomes = ("json_agg(json_build_array(seq, version, status, error))::jsonb"
                 if tables.cloud_vendor == ddl.POSTGRESQL else "json_group_array(json_array(seq, version, status, error))")
     return (f"INSERT INTO {cq(table)} ({cq('schema')}, {cq('outcomes')}, {cq('created_at')}) "
             f"SELECT %s, {outcomes}, %s FROM (SELECT {_outcome_columns(tables)} FROM {cq(BATCH_TABLE)}) AS o")
