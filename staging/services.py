@@ -502,9 +502,15 @@ def records_ingest(*, schema_id: str, records: Sequence[rec.RecordInput], user) 
     rows = rec.validated_rows(schema.description, records, mode=rec.INGEST)
     table = _staging_table(schema)
     try:
-        with transaction.atomic(using=ddl.LOCAL), table.connection.cursor() as cursor:
-            _refuse_staged(cursor, table, rows)
-            _stage_inserts(cursor, table, rows, table.now())
+        if len(rows) == 1 and rows[0].generated and rows[0].key == (rec.ID_ATTR,):
+            # One record under a fresh UUID: nothing can be staged under it yet, and one INSERT is atomic
+            # by itself, so no BEGIN/COMMIT around it (two round trips fewer per call on PostgreSQL).
+            with table.connection.cursor() as cursor:
+                _stage_inserts(cursor, table, rows, table.now())
+        else:
+            with transaction.atomic(using=ddl.LOCAL), table.connection.cursor() as cursor:
+                _refuse_staged(cursor, table, rows)
+                _stage_inserts(cursor, table, rows, table.now())
     except IntegrityError:
         raise _integrity_conflict(table, rows) from None
     return _result(records, rows)
