@@ -199,7 +199,7 @@ BATCH_TABLE = "stg_sync_batch"
 
 @dataclass
 class Step:
-    """One applied batch: its last sequence, its counts, and where its outcomes wait to be recorded
+    """One applied batch: its sequence range, its counts, and where its outcomes wait to be recorded
     (the cloud connection's batch table, or `outcomes` when there is none)."""
 
     first_seq: int
