@@ -30,7 +30,7 @@ import logging
 import os
 import socket
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.conf import settings
@@ -117,8 +117,8 @@ class Counts:
     failed: int = 0
 
     def add(self, other: "Counts") -> None:
-        for name in ("sent", "inserted", "updated", "deleted", "skipped", "failed"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
 
 
 @dataclass
@@ -199,13 +199,13 @@ BATCH_TABLE = "stg_sync_batch"
 
 @dataclass
 class Step:
-    """One applied batch: its sequence range, its counts, and where its outcomes wait to be recorded
-    (the cloud connection's batch table, or `outcomes` when there is none)."""
+    """One applied batch: its sequence range, its counts, and where its outcomes wait to be recorded:
+    the batch table of the route that applied it, or `outcomes` when there is no batch table."""
 
     first_seq: int
     last_seq: int
     counts: Counts
-    size: int
+    route: str
     outcomes: list | None = None
 
 
@@ -218,17 +218,17 @@ def _batch_table_sql(tables: _Tables) -> str:
     return f"CREATE TEMPORARY TABLE {cq(BATCH_TABLE)} ({', '.join(columns)})"
 
 
-def _first_key(tables: _Tables, route: str, *, after: int) -> str | None:
-    """The reconciliation key (raw sStgKey) of the next pending row, None when nothing is pending."""
+def _next_pending(tables: _Tables, columns: tuple[str, ...], *, after: int, route: str = ROWS) -> tuple | None:
+    """`columns` of the first pending row after `after`, None when nothing is pending. On the attached
+    route it is read through the cloud connection, inside the transaction that applies the batch."""
     lq = tables.lq
     alias, staging = ddl.LOCAL, tables.staging_table
-    if route == ATTACHED:  # read through the cloud connection, inside its transaction
+    if route == ATTACHED:
         alias, staging = tables.cloud_alias, f"{STAGING_SCHEMA}.{staging}"
     with connections[alias].cursor() as cursor:
-        cursor.execute(f"SELECT {lq(ddl.COL_KEY)} FROM {staging} WHERE {lq(ddl.COL_STATUS)} = %s "
+        cursor.execute(f"SELECT {', '.join(map(lq, columns))} FROM {staging} WHERE {lq(ddl.COL_STATUS)} = %s "
                        f"AND {lq(ddl.COL_SEQ)} > %s ORDER BY {lq(ddl.COL_SEQ)} LIMIT 1", [ddl.STATUS_PENDING, after])
-        row = cursor.fetchone()
-    return row[0] if row else None
+        return cursor.fetchone()
 
 
 def _fill(tables: _Tables, route: str, cursor, *, after: int, limit: int, key_indexes: list[int]) -> None:
@@ -324,9 +324,10 @@ def apply_next(tables: _Tables, *, after: int, limit: int) -> Step | None:
     cq, batch, target = tables.cq, tables.cq(BATCH_TABLE), tables.cloud_table
     op, existed = f"b.{cq('op')}", f"b.{cq('existed')}"
     with transaction.atomic(using=tables.cloud_alias), connections[tables.cloud_alias].cursor() as cursor:
-        keyspec = _first_key(tables, route, after=after)
-        if keyspec is None:
+        first = _next_pending(tables, (ddl.COL_KEY,), after=after, route=route)
+        if first is None:
             return None
+        keyspec = first[0]
         key = _parse_key(keyspec)
         key_indexes = [i for i, a in enumerate(tables.attributes) if a.name in key]
         cursor.execute(f"DROP TABLE IF EXISTS {batch}")
@@ -370,13 +371,12 @@ def apply_next(tables: _Tables, *, after: int, limit: int) -> Step | None:
                        [OP_INSERT, OP_INSERT_OR_UPDATE])
         now = connections[tables.cloud_alias].ops.adapt_datetimefield_value(timezone.now())
         cursor.execute(_ledger_sql(tables), [tables.description.id, now])
-        counts = _batch_counts(tables, cursor)
-    return Step(first_seq=counts.pop("first_seq"), last_seq=counts.pop("last_seq"), counts=Counts(**counts),
-                size=counts["sent"])
+        counts, first_seq, last_seq = _batch_counts(tables, cursor)
+    return Step(first_seq=first_seq, last_seq=last_seq, counts=counts, route=route)
 
 
-def _batch_counts(tables: _Tables, cursor) -> dict:
-    """The batch's counts in one pass: sent, inserted, updated, deleted, skipped, failed; its first and last seq."""
+def _batch_counts(tables: _Tables, cursor) -> tuple[Counts, int, int]:
+    """The batch's counts, its first and its last sequence, in one pass over the batch table."""
     cq = tables.cq
     op, existed = cq("op"), cq("existed")
     cases = {
@@ -389,24 +389,19 @@ def _batch_counts(tables: _Tables, cursor) -> dict:
     sums = ", ".join(f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)" for condition in cases.values())
     cursor.execute(f"SELECT COUNT(*), MIN({cq('seq')}), MAX({cq('seq')}), {sums} FROM {cq(BATCH_TABLE)}")
     sent, first_seq, last_seq, *numbers = cursor.fetchone()
-    return {"sent": sent, "first_seq": first_seq, "last_seq": last_seq, **{name: int(n or 0) for name, n in zip(cases, numbers)}}
+    return Counts(sent=sent, **{name: int(n or 0) for name, n in zip(cases, numbers)}), first_seq, last_seq
 
 
 def fail_next(tables: _Tables, *, after: int, error: Exception) -> Step | None:
     """Fail the next pending row alone (the cloud refused it even in a batch of one), through the ledger."""
-    lq = tables.lq
-    with connections[ddl.LOCAL].cursor() as cursor:
-        cursor.execute(f"SELECT {lq(ddl.COL_SEQ)}, {lq(ddl.COL_VERSION)} FROM {tables.staging_table} "
-                       f"WHERE {lq(ddl.COL_STATUS)} = %s AND {lq(ddl.COL_SEQ)} > %s ORDER BY {lq(ddl.COL_SEQ)} "
-                       f"LIMIT 1", [ddl.STATUS_PENDING, after])
-        row = cursor.fetchone()
+    row = _next_pending(tables, (ddl.COL_SEQ, ddl.COL_VERSION), after=after)
     if row is None:
         return None
     outcomes = [(row[0], row[1], ddl.STATUS_FAILED, f"cloud database refused the row: {error}")]
     with transaction.atomic(using=tables.cloud_alias):
         SyncLedger.objects.using(tables.cloud_alias).create(schema=tables.description.id,
                                                             outcomes=[list(o) for o in outcomes])
-    return Step(first_seq=row[0], last_seq=row[0], counts=Counts(sent=1, failed=1), size=1, outcomes=outcomes)
+    return Step(first_seq=row[0], last_seq=row[0], counts=Counts(sent=1, failed=1), route=ROWS, outcomes=outcomes)
 
 
 # --- Recording outcomes in staging ----------------------------------------------------------
@@ -482,12 +477,12 @@ def record_step(tables: _Tables, step: Step) -> None:
     """Record a step's outcomes in staging (version-checked), then drop its ledger entry."""
     if step.outcomes is not None:
         record_outcomes(tables, step.outcomes)
-    elif _route(tables) == ATTACHED:
+    elif step.route == ATTACHED:
         # Straight from the batch table into the attached staging file: no row passes through Python.
         with transaction.atomic(using=tables.cloud_alias), connections[tables.cloud_alias].cursor() as cursor:
             source = f"(SELECT {_outcome_columns(tables)} FROM temp.{tables.cq(BATCH_TABLE)}) AS o"
             _record_in(cursor, tables, staging=f"{STAGING_SCHEMA}.{tables.staging_table}", source=source,
-                       params=[], seqs=(step.first_seq, step.last_seq, step.size))
+                       params=[], seqs=(step.first_seq, step.last_seq, step.counts.sent))
     else:
         cq = tables.cq
         with connections[tables.cloud_alias].cursor() as cursor:
@@ -585,8 +580,8 @@ def staging_sync(*, schema: Schema, trigger: str, batch_size: int = BATCH_SIZE, 
 
 
 def _finish(run: SyncRun, counts: Counts, status: str, error: str) -> SyncRun:
-    for name in ("sent", "inserted", "updated", "deleted", "skipped", "failed"):
-        setattr(run, name, getattr(counts, name))
+    for name, value in asdict(counts).items():
+        setattr(run, name, value)
     run.status = status
     run.error = error
     run.finished_at = timezone.now()
