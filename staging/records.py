@@ -159,20 +159,17 @@ def records_from_xml(root) -> tuple[str | None, list[RecordInput]]:
     all_values = [dict(child.items()) for child in children]
     one_line = not children or children[-1].sourceline == root.sourceline
     flat = not root.xpath("count(*/node())")
+    lines = repeat(root.sourceline) if one_line else [child.sourceline for child in children]
     if flat and _TECHNICAL_ATTRS.isdisjoint(chain.from_iterable(all_values)):
-        if one_line:
-            line = root.sourceline
-            return schema_id, [RecordInput(values, None, None, line) for values in all_values]
-        return schema_id, [RecordInput(values, None, None, child.sourceline)
-                           for values, child in zip(all_values, children)]
+        return schema_id, [*map(RecordInput, all_values, repeat(None), repeat(None), lines)]
     records = []
-    for index, (child, values) in enumerate(zip(children, all_values)):
+    for index, (child, values, line) in enumerate(zip(children, all_values, lines)):
         own = values.pop(SCHEMA_ATTR, None)
         if own is not None and own != schema_id:
             schema_id = check_record_schema(schema_id, own, index, child.sourceline)
         if not flat:
             _check_flat(child, index)
-        records.append(_record_input(values, root.sourceline if one_line else child.sourceline))
+        records.append(_record_input(values, line))
     return schema_id, records
 
 
@@ -638,9 +635,10 @@ def _all_plain(records: Sequence[RecordInput], lengths: dict[str, int | None]) -
     all_values = [*map(attrgetter("values"), records)]
     if not lengths.keys() >= {*chain.from_iterable(all_values)}:
         return False
-    if not {*map(type, chain.from_iterable(map(dict.values, all_values)))} <= {str}:  # a null is not plain
+    values = [*chain.from_iterable(map(dict.values, all_values))]
+    if not {*map(type, values)} <= {str}:  # a null is not plain
         return False
-    sizes = [*map(len, chain.from_iterable(map(dict.values, all_values)))]
+    sizes = [*map(len, values)]
     if not sizes:
         return True
     if min(sizes) == 0:  # an empty value is not plain
