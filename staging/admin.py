@@ -647,25 +647,12 @@ class SchemaIdFilter(admin.SimpleListFilter):
         return queryset.filter(schema=self.value()) if self.value() else queryset
 
 
-@admin.register(SyncRun)
-class SyncRunAdmin(admin.ModelAdmin):
-    """The sync audit: read-only, newest first; an index on (schema, started_at) serves the filters."""
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """An audit or log: listed and shown, never added, changed or deleted by hand; no COUNT(*) over a big
+    table on every page."""
 
-    list_display = ("started_at", "schema", "trigger", "status_badge", "duration_text", "sent", "inserted",
-                    "updated", "deleted", "skipped", "failed")
-    list_display_links = ("started_at",)
-    list_filter = (SchemaIdFilter, "status", "trigger")
-    date_hierarchy = "started_at"
     show_full_result_count = False
-    show_facets = admin.ShowFacets.NEVER
-    paginator = CappedPaginator
     list_per_page = 100
-    fields = ("schema", "trigger", "status_badge", "started_at", "finished_at", "duration_text", "sent",
-              "inserted", "updated", "deleted", "skipped", "failed", "error")
-    readonly_fields = fields
-
-    class Media:
-        css = {"all": ("staging/admin.css",)}
 
     def has_add_permission(self, request):
         return False
@@ -675,6 +662,25 @@ class SyncRunAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(SyncRun)
+class SyncRunAdmin(ReadOnlyAdmin):
+    """The sync audit: read-only, newest first; an index on (schema, started_at) serves the filters."""
+
+    list_display = ("started_at", "schema", "trigger", "status_badge", "duration_text", "sent", "inserted",
+                    "updated", "deleted", "skipped", "failed")
+    list_display_links = ("started_at",)
+    list_filter = (SchemaIdFilter, "status", "trigger")
+    date_hierarchy = "started_at"
+    show_facets = admin.ShowFacets.NEVER
+    paginator = CappedPaginator
+    fields = ("schema", "trigger", "status_badge", "started_at", "finished_at", "duration_text", "sent",
+              "inserted", "updated", "deleted", "skipped", "failed", "error")
+    readonly_fields = fields
+
+    class Media:
+        css = {"all": ("staging/admin.css",)}
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: SyncRun) -> str:

@@ -11,6 +11,7 @@ from django.urls import path, reverse
 
 from campaignsite.errors import DomainError
 from staging import ddl
+from staging.admin import ReadOnlyAdmin
 from staging.models import Schema, SyncRun
 from staging.selectors import STAGED_STATUSES, staged_rows
 from subscriptions import services
@@ -27,22 +28,8 @@ class ServiceAdmin(admin.ModelAdmin):
     search_fields = ("name", "label")
 
 
-class _ReadOnly(admin.ModelAdmin):
-    show_full_result_count = False  # no COUNT(*) over a big table on every page
-    list_per_page = 100
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Subscription)
-class SubscriptionAdmin(_ReadOnly):
+class SubscriptionAdmin(ReadOnlyAdmin):
     list_display = ("email", "recipient_id", "service", "status", "created", "expires", "origin")
     list_filter = ("service", "status", ("created", admin.DateFieldListFilter))
     list_select_related = ("service",)
@@ -101,7 +88,7 @@ class SubscriptionAdmin(_ReadOnly):
 
 
 @admin.register(SubscriptionHistory)
-class SubscriptionHistoryAdmin(_ReadOnly):
+class SubscriptionHistoryAdmin(ReadOnlyAdmin):
     list_display = ("at", "action", "service_name", "email", "recipient_id", "origin")
     list_filter = ("action", "service", ("at", admin.DateFieldListFilter))
     search_fields = ("email__exact", "recipient_id__exact")
