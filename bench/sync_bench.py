@@ -28,12 +28,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = """<srcSchema name="sampleTable" namespace="dem" label="Sample Table">
-  <element autopk="true" autouuid="true" autoStg="true" dataSource="nms:extAccount:ffda" name="sampleTable">
-    <attribute label="Test Col 1" length="255" name="testcol1" type="string"/>
-    <attribute label="Test Col 2" length="255" name="testcol2" type="string"/>
-  </element>
-</srcSchema>"""
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.ingest_bench import SCHEMA  # noqa: E402  (the same sample table as the ingest benchmark)
+
 SCHEMA_ID = "dem:sampleTable"
 DEFAULT_ROWS = 200_000
 DEFAULT_RSS_SIZES = "250000,500000,1000000"
