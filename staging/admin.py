@@ -120,7 +120,7 @@ def _with_user(form_class, user):
 
 def _error_message(schema: Schema, error: DomainError) -> str:
     problems = format_html_join("", "<br>– {}", ((str(p),) for p in error.problems))
-    return format_html("{}: {}{}", schema, error.message, problems)
+    return format_html("Schema {}: {}{}", schema, error.message, problems)
 
 
 def ddl_segments(plan) -> list[dict]:
@@ -416,9 +416,9 @@ class SchemaAdmin(admin.ModelAdmin):
             messages.error(request, _error_message(schema, error))
             return
         if plan.is_empty:
-            messages.info(request, f"{schema}: the database structure was already up to date.")
+            messages.info(request, f"Schema {schema}: the database structure was already up to date.")
         else:
-            messages.success(request, f"{schema}: database structure updated ({len(plan.statements)} statement(s)).")
+            messages.success(request, f"Schema {schema}: database structure updated ({len(plan.statements)} statement(s)).")
 
     # --- Sync now (change page, staged browser, dashboard) ---------------------------------
 
@@ -620,7 +620,7 @@ class SchemaAdmin(admin.ModelAdmin):
                 messages.error(request, _error_message(schema, error))
                 return HttpResponseRedirect(back)
             done = "made pending again (the next sync applies them)" if action == "retry" else "deleted"
-            messages.success(request, f"{schema}: {changed} failed row(s) {done}.")
+            messages.success(request, f"Schema {schema}: {changed} failed row(s) {done}.")
             return HttpResponseRedirect(back)
         count, capped = selectors.table_count_capped(table, filters={ddl.COL_STATUS: ddl.STATUS_FAILED}, seqs=chosen)
         context = self._page_context(
