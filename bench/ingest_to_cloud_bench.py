@@ -18,8 +18,8 @@ def _tables(schema):
     from staging import ddl
 
     description = schema.description
-    cloud_alias = ddl.CLOUD if description.is_cloud else ddl.LOCAL
-    return (connections[ddl.LOCAL], description.staging_table), (connections[cloud_alias], description.sql_table)
+    return ((connections[ddl.LOCAL], description.staging_table),
+            (connections[ddl.table_alias(description)], description.sql_table))
 
 
 def clear(schema) -> None:

@@ -121,13 +121,17 @@ class Plan:
 
 # --- Desired tables -------------------------------------------------------------------------
 
+def table_alias(description: SchemaDescription) -> str:
+    """The database of a schema's own table: the cloud one, unless its dataSource keeps it local."""
+    return CLOUD if description.is_cloud else LOCAL
+
+
 def desired_tables(description: SchemaDescription) -> tuple[TableSpec, ...]:
     """The tables a description calls for: its own table, and its staging table when autoStg is on."""
     business = tuple(_business_column(a, staging=False) for a in description.attributes)
     pk_columns = tuple(description.attribute(n).sql_name for n in description.primary_key)
-    main_alias = CLOUD if description.is_cloud else LOCAL
     indexes = _key_indexes(description, description.sql_table)
-    tables = [TableSpec("cloud", main_alias, description.sql_table, business, pk_columns, indexes)]
+    tables = [TableSpec("cloud", table_alias(description), description.sql_table, business, pk_columns, indexes)]
     if description.auto_stg:
         tables.append(staging_table(description))
     return tuple(tables)

@@ -621,7 +621,7 @@ def records_write(*, schema_id: str, records: Sequence[rec.RecordInput], user) -
     schema = cloud_schema_get(schema_id=schema_id)
     description = schema.description
     rows = rec.validated_rows(description, records, mode=rec.WRITE)
-    alias = ddl.CLOUD if description.is_cloud else ddl.LOCAL
+    alias = ddl.table_alias(description)
     table = _Table(description, name=description.sql_table, alias=alias)
     try:
         with transaction.atomic(using=alias), table.connection.cursor() as cursor:

@@ -30,7 +30,7 @@ import logging
 import os
 import socket
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.conf import settings
@@ -126,12 +126,11 @@ class _Tables:
     """Names and SQL fragments of one schema's sync, computed once per run."""
 
     description: SchemaDescription
-    cloud_vendor: str
-    local_vendor: str
-    cloud_alias: str = field(init=False)
 
     def __post_init__(self):
-        self.cloud_alias = ddl.CLOUD if self.description.is_cloud else ddl.LOCAL
+        self.cloud_alias = ddl.table_alias(self.description)
+        self.cloud_vendor = connections[self.cloud_alias].vendor
+        self.local_vendor = connections[ddl.LOCAL].vendor
         self.attributes = self.description.attributes
         self.cloud_table = quote(self.description.sql_table, self.cloud_vendor)
         self.staging_table = quote(self.description.staging_table, self.local_vendor)
@@ -523,9 +522,7 @@ def _tables_for(schema: Schema) -> _Tables:
             f"The database structure of {schema.schema_id} is not up to date; update it before synchronizing "
             f"(admin action 'Update database structure' or manage.py update_structure {schema.schema_id})."
         )
-    description = schema.description
-    cloud_alias = ddl.CLOUD if description.is_cloud else ddl.LOCAL
-    return _Tables(description, connections[cloud_alias].vendor, connections[ddl.LOCAL].vendor)
+    return _Tables(schema.description)
 
 
 def staging_sync(*, schema: Schema, trigger: str, batch_size: int = BATCH_SIZE, on_batch=None) -> SyncRun:

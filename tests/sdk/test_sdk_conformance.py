@@ -184,7 +184,7 @@ def staged_rows(description) -> dict[str, dict]:
 
 
 def cloud_rows(description) -> dict[str, dict]:
-    alias = ddl.CLOUD if description.is_cloud else ddl.LOCAL
+    alias = ddl.table_alias(description)
     return {row["id"]: row for row in _select(alias, description.sql_table, _business_fields(description))}
 
 
