@@ -79,3 +79,17 @@ def _end_stray_postgresql_sessions(django_db_setup, django_db_blocker):
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                         "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                     )
+
+
+@pytest.fixture
+def one_worker_site(tmp_path):
+    """The site on gunicorn with ONE single-threaded worker over the test databases (tests/site.py).
+
+    The rule for bad-input tests: send the bad input to this server, then good calls of every kind to the
+    same worker, and assert they all succeed and that the bad input wrote nothing (docs/testing.md).
+    """
+    from tests.site import start_one_worker_site, stop_one_worker_site
+
+    site = start_one_worker_site(tmp_path)
+    yield site
+    stop_one_worker_site(site)
