@@ -15,6 +15,7 @@ from campaignsite.soap import SoapCall, soap_method, xml_element
 from staging import services
 from staging.models import Schema
 from staging.records import records_from_xml
+from staging.selectors import schema_read_require
 from staging.soap_sessions import soap_session_open, soap_session_revoke
 from staging.srcschema import SchemaDescription
 
@@ -180,12 +181,13 @@ def schema_document(description: SchemaDescription, *, staging: bool) -> str:
     return xml_element("schema", {**root_attrs, "md5": md5}, element)
 
 
-def _entity_document(pk: str) -> str | None:
+def _entity_document(pk: str, *, user) -> str | None:
     entity, _, schema_id = pk.partition("|")
     if entity != "xtk:schema" or not schema_id:
         return None
     if schema_id == "xtk:session":
-        return SESSION_SCHEMA
+        return SESSION_SCHEMA  # method signatures only: every client needs them to call Ingest at all
+    schema_read_require(user=user, schema_id=schema_id)
     namespace, _, name = schema_id.partition(":")
     schema = Schema.objects.filter(namespace=namespace, name=name).first()
     staging = False
@@ -201,9 +203,13 @@ def _entity_document(pk: str) -> str | None:
              params=(("pk", "string"), ("md5", "string"), ("mustExist", "boolean")),
              returns=(("pdomDoc", "DOMDocument"),))
 def get_entity_if_more_recent(call: SoapCall):
-    """`pk` = "xtk:schema|<schema id>": the schema document, empty when unknown or when `md5` is current."""
+    """`pk` = "xtk:schema|<schema id>": the schema document, empty when unknown or when `md5` is current.
+
+    `xtk:schema|xtk:session` is open to any caller with a session; other schemas need the permission
+    selectors.schema_read_require names.
+    """
     pk = call.text("pk")
-    document = _entity_document(pk)
+    document = _entity_document(pk, user=call.user)
     if document is None:
         if call.text("mustExist").lower() in ("true", "1"):
             raise NotFound(f"The entity '{pk}' does not exist.",
