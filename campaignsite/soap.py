@@ -54,8 +54,10 @@ ELEMENT_TYPES = ("DOMDocument", "DOMElement")
 class SoapFault(Exception):
     """A fault decided by the SOAP layer itself: `faultstring` is "<code> <message>"."""
 
-    def __init__(self, code: str, message: str, *, detail: str = "", client: bool = True, status: int = 500):
+    def __init__(self, code: str, message: str, *, detail: str = "", client: bool = True, status: int = 500,
+                 retry_after: int | None = None):
         super().__init__(f"{code} {message}")
+        self.retry_after = retry_after
         self.code = code
         self.message = message
         self.detail = detail
@@ -435,6 +437,8 @@ def fault_response(fault: SoapFault) -> HttpResponse:
     response = _xml_response(render_fault(fault), status=fault.status)
     if fault.status == 405:
         response["Allow"] = "POST"
+    if fault.retry_after:
+        response["Retry-After"] = str(fault.retry_after)
     return response
 
 
@@ -453,6 +457,7 @@ def _fault_from_method_error(envelope: Envelope, error: DomainError) -> SoapFaul
         detail=f"{error.code} {error.detail}",
         client=error.client_fault,
         status=413 if isinstance(error, TooLarge) else 500,
+        retry_after=getattr(error, "retry_after", None),
     )
 
 

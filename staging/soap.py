@@ -7,12 +7,12 @@ follow Campaign (reference/campaign-v8-behaviour.md §3, §5; acc-js-sdk-wire-fo
 import hashlib
 
 from django.conf import settings
-from django.contrib.auth import authenticate
 from django.utils import timezone
 
-from campaignsite.errors import InvalidInput, NotFound, Problem, Unauthenticated
+from campaignsite.errors import InvalidInput, NotFound, Problem
 from campaignsite.soap import SoapCall, soap_method, xml_element
 from staging import services
+from staging.logons import logon_authenticate
 from staging.models import Schema
 from staging.records import records_from_xml
 from staging.selectors import schema_read_require
@@ -119,12 +119,9 @@ def _rights(user) -> list[str]:
              params=(("login", "string"), ("password", "string"), ("parameters", "DOMElement")),
              returns=(("pstrSessionToken", "string"), ("pSessionInfo", "DOMElement"), ("pstrSecurityToken", "string")))
 def logon(call: SoapCall):
-    login = call.text("login", "strLogin")
-    password = call.text("password", "strPassword")
-    user = authenticate(call.request, username=login, password=password) if login else None
-    if user is None or not user.is_active:
-        # One message whichever part was wrong, so the answer does not confirm that a login exists.
-        raise Unauthenticated("Invalid login or password.")
+    # Throttled before the password is hashed; one message whichever part was wrong (staging/logons.py).
+    user = logon_authenticate(request=call.request, login=call.text("login", "strLogin"),
+                              password=call.text("password", "strPassword"))
     _, session_token, security_token = soap_session_open(user=user)
     return session_token, session_info(user, now=timezone.now()), security_token
 
