@@ -66,9 +66,9 @@ def test_the_error_names_only_this_documents_problem():
     refused(b"<secretElementOfAnotherCaller><x></secretElementOfAnotherCaller>")
     refused(b"<y>&anotherCallersEntity;</y>")
 
-    error = refused(b"<mine><inner></mine>")
+    error = refused(b'<m:mine xmlns:m="urn:xtk:persist|xtk:session"><inner></m:mine>')
 
-    assert "Opening and ending tag mismatch: inner line 1 and mine" in error.detail
+    assert "Opening and ending tag mismatch: inner line 1 and m:mine" in error.detail
     assert "secretElementOfAnotherCaller" not in error.detail
     assert "anotherCallersEntity" not in error.detail
 
