@@ -12,7 +12,7 @@ from tests.conftest import BOTH_DATABASES
 from tests.site import start_one_worker_site, stop_one_worker_site
 from tests.soap.conftest import doc_param, logon_envelope, sdk_envelope
 from tests.soap.traffic import (
-    LOGIN, PERSIST, SEED_INGEST, STAGED_RECORD, Credentials, Request, Traffic, fault_of, row_counts, site_setup,
+    LOGIN, PERSIST, SEED_INGEST, Credentials, Request, Traffic, fault_of, row_counts, site_setup,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=BOTH_DATABASES)
@@ -69,7 +69,7 @@ CORPUS = [
         'testcol2="b"', 'testcol2="b" testcol2="c"')), headers=with_security(s)), 500, "CST-400001"),
     Bad("not a SOAP envelope", lambda s: Request(b"<Envelope><Body/></Envelope>"), 500, "CST-400010"),
     Bad("SOAP envelope without a method", lambda s: Request(
-        f'<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body/></e:Envelope>'.encode()),
+        b'<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body/></e:Envelope>'),
         500, "CST-400010"),
     Bad("empty body", lambda s: Request(b""), 500, "CST-400001"),
     Bad("unknown method", lambda s: Request(ingest(s, record(), method="Ingestt"), headers=with_security(s)), 500,
