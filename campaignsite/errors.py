@@ -91,6 +91,17 @@ class Unauthenticated(DomainError):
     status = 401
 
 
+class Throttled(DomainError):
+    """Too many recent failures: refused without doing the work; `retry_after` seconds to wait."""
+
+    code = "CST-429000"
+    status = 429
+
+    def __init__(self, message: str, problems=(), *, retry_after: int):
+        super().__init__(message, problems)
+        self.retry_after = retry_after
+
+
 class Forbidden(DomainError):
     code = "CST-403000"
     status = 403

@@ -127,6 +127,14 @@ SYNC_INTERVAL_MINUTES = env_int("SYNC_INTERVAL_MINUTES", 60, minimum=1)
 STAGING_RETENTION_DAYS = env_int("STAGING_RETENTION_DAYS", 7, minimum=0)
 SOAP_SESSION_TTL_SECONDS = env_int("SOAP_SESSION_TTL_SECONDS", 86400, minimum=1)
 SOAP_SESSION_TOKEN_ONLY = env_bool("SOAP_SESSION_TOKEN_ONLY", False)
+# Failed password logons allowed per window, per login and per client address (0 turns one off);
+# see staging/logons.py and docs/configuration.md.
+LOGON_THROTTLE_WINDOW_SECONDS = env_int("LOGON_THROTTLE_WINDOW_SECONDS", 900, minimum=1)
+LOGON_THROTTLE_PER_LOGIN = env_int("LOGON_THROTTLE_PER_LOGIN", 5, minimum=0)
+LOGON_THROTTLE_PER_ADDRESS = env_int("LOGON_THROTTLE_PER_ADDRESS", 20, minimum=0)
+# The META key of the header a trusted reverse proxy sets to the client's address, e.g.
+# HTTP_X_FORWARDED_FOR; empty: REMOTE_ADDR (right when nothing sits in front of gunicorn).
+LOGON_CLIENT_ADDRESS_HEADER = env_str("LOGON_CLIENT_ADDRESS_HEADER", "")
 INGEST_MAX_BYTES = env_int("INGEST_MAX_BYTES", 104_857_600, minimum=1024)
 INGEST_MAX_RECORDS = env_int("INGEST_MAX_RECORDS", 100_000, minimum=1)
 # Schema sources are small documents; this bounds what the admin, the API and load_schema accept.

@@ -54,8 +54,10 @@ ELEMENT_TYPES = ("DOMDocument", "DOMElement")
 class SoapFault(Exception):
     """A fault decided by the SOAP layer itself: `faultstring` is "<code> <message>"."""
 
-    def __init__(self, code: str, message: str, *, detail: str = "", client: bool = True, status: int = 500):
+    def __init__(self, code: str, message: str, *, detail: str = "", client: bool = True, status: int = 500,
+                 retry_after: int | None = None):
         super().__init__(f"{code} {message}")
+        self.retry_after = retry_after
         self.code = code
         self.message = message
         self.detail = detail
@@ -435,6 +437,8 @@ def fault_response(fault: SoapFault) -> HttpResponse:
     response = _xml_response(render_fault(fault), status=fault.status)
     if fault.status == 405:
         response["Allow"] = "POST"
+    if fault.retry_after:
+        response["Retry-After"] = str(fault.retry_after)
     return response
 
 
@@ -453,17 +457,38 @@ def _fault_from_method_error(envelope: Envelope, error: DomainError) -> SoapFaul
         detail=f"{error.code} {error.detail}",
         client=error.client_fault,
         status=413 if isinstance(error, TooLarge) else 500,
+        retry_after=getattr(error, "retry_after", None),
     )
 
 
 # --- Views -----------------------------------------------------------------------------------
 
+def _logged_fault(fault: SoapFault, envelope: Envelope | None) -> HttpResponse:
+    """The fault's answer, logged here once: a client fault at WARNING on one line with its code, a
+    server fault at ERROR with its trace.
+
+    Campaign answers every fault with HTTP 500, which django.request would log again at ERROR as
+    "Internal Server Error" with no code; the response is marked as logged so it does not.
+    """
+    where = f"{envelope.service}#{envelope.method}" if envelope else "(envelope not read)"
+    # The first line of the detail leads with our code for method faults ("CST-401000 Invalid login ...").
+    detail = fault.detail.splitlines()[0][:300] if fault.detail else ""
+    if fault.client:
+        logger.warning("SOAP %s client fault %s; %s", where, fault.faultstring, detail)
+    else:
+        logger.error("SOAP %s server fault %s; %s", where, fault.faultstring, detail,
+                     exc_info=fault.__cause__ or fault)
+    response = fault_response(fault)
+    response._has_been_logged = True
+    return response
+
+
 @csrf_exempt
 def soap_router(request: HttpRequest) -> HttpResponse:
     """POST /nl/jsp/soaprouter.jsp: one Campaign SOAP call. The `?soapAction=` query is ignored."""
     if request.method != "POST":
-        return fault_response(SoapFault(POST_ONLY, "The SOAP router only accepts POST requests.",
-                                        detail="POST a SOAP envelope to /nl/jsp/soaprouter.jsp.", status=405))
+        return _logged_fault(SoapFault(POST_ONLY, "The SOAP router only accepts POST requests.",
+                                       detail="POST a SOAP envelope to /nl/jsp/soaprouter.jsp.", status=405), None)
     envelope = None
     try:
         data = read_body(request, limit=settings.INGEST_MAX_BYTES)
@@ -474,20 +499,21 @@ def soap_router(request: HttpRequest) -> HttpResponse:
         try:
             values = method.handler(call) or ()
         except DomainError as error:
-            logger.info("SOAP %s#%s refused: %s %s", envelope.service, envelope.method, error.code, error.message)
             raise _fault_from_method_error(envelope, error) from error
         return _xml_response(render_response(method, values))
     except SoapFault as fault:
-        return fault_response(fault)
+        return _logged_fault(fault, envelope)
     except DomainError as error:
-        return fault_response(_fault_from_error(error))
-    except Exception:
-        where = f"{envelope.service}#{envelope.method}" if envelope else "(envelope not read)"
-        logger.exception("SOAP call %s failed", where)
-        return fault_response(SoapFault(
+        fault = _fault_from_error(error)
+        fault.__cause__ = error
+        return _logged_fault(fault, envelope)
+    except Exception as error:
+        fault = SoapFault(
             INTERNAL_ERROR, "Internal error while processing the SOAP call.",
             detail="The error was logged on the server; retry later or contact the administrator.", client=False,
-        ))
+        )
+        fault.__cause__ = error
+        return _logged_fault(fault, envelope)
 
 
 _WSDL_TYPES = {"string": "s:string", "boolean": "s:boolean", "long": "s:int", "int64": "s:long",

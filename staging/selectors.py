@@ -6,9 +6,10 @@ from datetime import datetime, timezone
 
 from django.db import connections
 
-from campaignsite.errors import InvalidInput, Problem
+from campaignsite.errors import Forbidden, InvalidInput, Problem, Unauthenticated
 from staging import ddl
 from staging.models import Schema, SyncRun
+from staging.srcschema import STAGING_SUFFIX
 
 STAGED_STATUSES = (ddl.STATUS_PENDING, ddl.STATUS_SYNCED, ddl.STATUS_SKIPPED, ddl.STATUS_FAILED)
 _TECHNICAL = (
@@ -22,6 +23,32 @@ _TECHNICAL = (
     ("syncedAt", ddl.COL_SYNCED_AT),
     ("version", ddl.COL_VERSION),
 )
+
+
+VIEW_SCHEMA_PERMISSION = "staging.view_schema"
+INGEST_PERMISSION = "staging.ingest"
+
+
+def schema_read_require(*, user, schema_id: str) -> None:
+    """Unauthenticated or Forbidden unless `user` may read the definition of the schema `schema_id`.
+
+    A source schema needs staging.view_schema, as the REST schema endpoints do. A staging schema
+    (`...Stg`) is readable with staging.view_schema OR staging.ingest: its document is the record
+    format an ingesting client writes. The answer depends on the id only, never on whether the
+    schema exists, so a refusal does not reveal which schemas are registered.
+    """
+    if user is None or not getattr(user, "is_authenticated", False):
+        raise Unauthenticated("Authentication is required to read a schema.")
+    if user.has_perm(VIEW_SCHEMA_PERMISSION):
+        return
+    if schema_id.endswith(STAGING_SUFFIX) and user.has_perm(INGEST_PERMISSION):
+        return
+    needed = (f"'{VIEW_SCHEMA_PERMISSION}' or '{INGEST_PERMISSION}'" if schema_id.endswith(STAGING_SUFFIX)
+              else f"'{VIEW_SCHEMA_PERMISSION}'")
+    raise Forbidden(
+        f"User '{user}' may not read the schema '{schema_id}'.",
+        [Problem(f"grant the permission {needed} to this user or one of its groups (admin: Users)")],
+    )
 
 
 def _utc(value):

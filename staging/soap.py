@@ -7,14 +7,15 @@ follow Campaign (reference/campaign-v8-behaviour.md §3, §5; acc-js-sdk-wire-fo
 import hashlib
 
 from django.conf import settings
-from django.contrib.auth import authenticate
 from django.utils import timezone
 
-from campaignsite.errors import InvalidInput, NotFound, Problem, Unauthenticated
+from campaignsite.errors import InvalidInput, NotFound, Problem
 from campaignsite.soap import SoapCall, soap_method, xml_element
 from staging import services
+from staging.logons import logon_authenticate
 from staging.models import Schema
 from staging.records import records_from_xml
+from staging.selectors import schema_read_require
 from staging.soap_sessions import soap_session_open, soap_session_revoke
 from staging.srcschema import SchemaDescription
 
@@ -118,12 +119,9 @@ def _rights(user) -> list[str]:
              params=(("login", "string"), ("password", "string"), ("parameters", "DOMElement")),
              returns=(("pstrSessionToken", "string"), ("pSessionInfo", "DOMElement"), ("pstrSecurityToken", "string")))
 def logon(call: SoapCall):
-    login = call.text("login", "strLogin")
-    password = call.text("password", "strPassword")
-    user = authenticate(call.request, username=login, password=password) if login else None
-    if user is None or not user.is_active:
-        # One message whichever part was wrong, so the answer does not confirm that a login exists.
-        raise Unauthenticated("Invalid login or password.")
+    # Throttled before the password is hashed; one message whichever part was wrong (staging/logons.py).
+    user = logon_authenticate(request=call.request, login=call.text("login", "strLogin"),
+                              password=call.text("password", "strPassword"))
     _, session_token, security_token = soap_session_open(user=user)
     return session_token, session_info(user, now=timezone.now()), security_token
 
@@ -180,12 +178,13 @@ def schema_document(description: SchemaDescription, *, staging: bool) -> str:
     return xml_element("schema", {**root_attrs, "md5": md5}, element)
 
 
-def _entity_document(pk: str) -> str | None:
+def _entity_document(pk: str, *, user) -> str | None:
     entity, _, schema_id = pk.partition("|")
     if entity != "xtk:schema" or not schema_id:
         return None
     if schema_id == "xtk:session":
-        return SESSION_SCHEMA
+        return SESSION_SCHEMA  # method signatures only: every client needs them to call Ingest at all
+    schema_read_require(user=user, schema_id=schema_id)
     namespace, _, name = schema_id.partition(":")
     schema = Schema.objects.filter(namespace=namespace, name=name).first()
     staging = False
@@ -201,9 +200,13 @@ def _entity_document(pk: str) -> str | None:
              params=(("pk", "string"), ("md5", "string"), ("mustExist", "boolean")),
              returns=(("pdomDoc", "DOMDocument"),))
 def get_entity_if_more_recent(call: SoapCall):
-    """`pk` = "xtk:schema|<schema id>": the schema document, empty when unknown or when `md5` is current."""
+    """`pk` = "xtk:schema|<schema id>": the schema document, empty when unknown or when `md5` is current.
+
+    `xtk:schema|xtk:session` is open to any caller with a session; other schemas need the permission
+    selectors.schema_read_require names.
+    """
     pk = call.text("pk")
-    document = _entity_document(pk)
+    document = _entity_document(pk, user=call.user)
     if document is None:
         if call.text("mustExist").lower() in ("true", "1"):
             raise NotFound(f"The entity '{pk}' does not exist.",

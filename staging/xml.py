@@ -7,6 +7,11 @@ What it refuses, and why:
 - Network access while parsing (`no_network`), and libxml2's "huge tree" mode, which would lift its
   built-in limits: nesting deeper than 256 levels and text nodes over 10 MB are parse errors.
 - Documents above the caller's byte limit, checked before a single byte is parsed.
+
+Diagnostics come from the log of the parser that read THIS document (`parser.error_log`), never from
+`XMLSyntaxError.error_log`: the latter is a copy of lxml's per-thread global log, which still holds
+what earlier documents parsed on the same thread left there. Reading it would let one caller's
+broken request change how the next caller's valid one is judged, and leak its text into their fault.
 """
 
 import re
@@ -37,9 +42,10 @@ def _parser(*, keep_comments: bool) -> etree.XMLParser:
 _DTD_PROBLEM = Problem("remove the <!DOCTYPE ...> declaration; DTDs and entities are refused for security")
 
 
-def _syntax_problem(exc: etree.XMLSyntaxError) -> Problem:
-    real = [e for e in exc.error_log if e.type_name != "WAR_NS_URI"]
-    if real and len(real) < len(exc.error_log):
+def _syntax_problem(exc: etree.XMLSyntaxError, error_log) -> Problem:
+    """The problem to report, from `error_log`: the log of the parser that raised `exc`."""
+    real = [e for e in error_log if e.type_name != "WAR_NS_URI"]
+    if real and len(real) < len(error_log):
         # A Campaign URN namespace name came first (see _reparse_despite_namespace_names): name the real error.
         entry = real[0]
         return Problem(f"{entry.message.strip()} (column {entry.column})" if entry.column else entry.message.strip(),
@@ -61,14 +67,14 @@ def _reject_dtd_and_entities(root: etree._Element) -> None:
         )
 
 
-def _reparse_despite_namespace_names(data: bytes, exc: etree.XMLSyntaxError, *, keep_comments: bool):
+def _reparse_despite_namespace_names(data: bytes, error_log, *, keep_comments: bool):
     """The document when libxml2's only complaint is a namespace name that is not an RFC 3986 URI.
 
     libxml2 2.14 reports that as an error, yet Campaign's URNs are such names: Adobe's SDK declares
     xmlns:m="urn:xtk:persist|xtk:session". Parsing goes on past it, so when the log holds nothing
     else the document is otherwise well-formed; parse it again letting libxml2 keep the names.
     """
-    if not exc.error_log or any(e.type_name != "WAR_NS_URI" for e in exc.error_log):
+    if not error_log or any(e.type_name != "WAR_NS_URI" for e in error_log):
         return None
     parser = etree.XMLParser(recover=True, remove_comments=not keep_comments, **_PARSER_OPTIONS)
     root = etree.fromstring(data, parser)
@@ -90,16 +96,17 @@ def parse_xml(data: bytes | str, *, max_bytes: int, what: str = "document", keep
     if not data.strip():
         raise InvalidXml(f"The {what} is empty.")
     error = None
+    parser = _parser(keep_comments=keep_comments)
     try:
-        root = etree.fromstring(data, _parser(keep_comments=keep_comments))
+        root = etree.fromstring(data, parser)
     except etree.XMLSyntaxError as exc:
-        root = _reparse_despite_namespace_names(data, exc, keep_comments=keep_comments)
+        root = _reparse_despite_namespace_names(data, parser.error_log, keep_comments=keep_comments)
         error = exc if root is None else None
     if error is not None:
         if b"<!DOCTYPE" in data:
             # libxml2 may stop on an entity before we see the doctype; say why in one voice.
             raise InvalidXml(f"DTDs are not accepted in the {what}.", [_DTD_PROBLEM]) from None
-        raise InvalidXml(f"The {what} is not well-formed XML.", [_syntax_problem(error)]) from None
+        raise InvalidXml(f"The {what} is not well-formed XML.", [_syntax_problem(error, parser.error_log)]) from None
     if root is None:
         raise InvalidXml(f"The {what} has no root element.")
     _reject_dtd_and_entities(root)
@@ -123,4 +130,5 @@ def iterparse_xml(source: BinaryIO, *, tag: str | None = None) -> Iterator[tuple
                 continue
             yield event, element
     except etree.XMLSyntaxError as exc:
-        raise InvalidXml("The file is not well-formed XML.", [_syntax_problem(exc)]) from None
+        # iterparse keeps its own parser's log, as parse_xml does: only this file's errors.
+        raise InvalidXml("The file is not well-formed XML.", [_syntax_problem(exc, events.error_log)]) from None

@@ -8,6 +8,7 @@ import os
 import shutil
 
 import pytest
+from django.core.cache import cache
 from django.db import connections
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
@@ -46,6 +47,8 @@ def _drop_schema_tables(request, django_db_blocker):
                 for table in connection.introspection.table_names(cursor):
                     if table.lower() not in keep:
                         cursor.execute(f'DROP TABLE IF EXISTS "{table}"')
+        # Nor does a flush empty the database cache, where the logon throttle counts failures.
+        cache.clear()
 
 
 @pytest.fixture

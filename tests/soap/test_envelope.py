@@ -152,4 +152,5 @@ def test_an_unexpected_error_is_a_generic_server_fault_and_is_logged(soap, sessi
     assert fault["faultcode"] == "SOAP-ENV:Server"
     assert fault["faultstring"] == "CST-500000 Internal error while processing the SOAP call."
     assert "Traceback" not in answer.text and "sampletablestg" not in answer.text.lower()
-    assert any("SOAP call xtk:persist|xtk:session#Ingest failed" in r.getMessage() for r in caplog.records)
+    (logged,) = [r for r in caplog.records if "xtk:persist|xtk:session#Ingest server fault CST-500000" in r.getMessage()]
+    assert logged.levelname == "ERROR" and logged.exc_info is not None  # with the trace, for the operator

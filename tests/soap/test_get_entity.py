@@ -4,7 +4,7 @@ import pytest
 
 from staging.soap import SESSION_SCHEMA
 from tests.conftest import BOTH_DATABASES
-from tests.soap.conftest import sdk_envelope
+from tests.soap.conftest import logon, make_user, sdk_envelope
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=BOTH_DATABASES)
 
@@ -67,23 +67,35 @@ def test_a_staging_schema_document_is_generated_from_the_source_schema(soap, ses
     assert (attributes["testcol1"].get("type"), attributes["testcol1"].get("length")) == ("string", "255")
 
 
-def test_a_source_schema_document(soap, session, sample_schema):
-    answer = get_entity(soap, session, "xtk:schema|dem:sampleTable")
+@pytest.fixture
+def viewer_session(soap):
+    make_user("viewer", perms=("view_schema",))
+    return logon(soap, "viewer")
+
+
+@pytest.fixture
+def bare_session(soap):
+    make_user("bare", perms=())
+    return logon(soap, "bare")
+
+
+def test_a_source_schema_document(soap, viewer_session, sample_schema):
+    answer = get_entity(soap, viewer_session, "xtk:schema|dem:sampleTable")
 
     (schema,) = list(answer.result("GetEntityIfMoreRecent")[0])
     assert schema.get("name") == "sampleTable" and schema.get("stgSrcSchema") is None
     assert schema.find("{*}element").get("autoStg") == "true"
 
 
-def test_an_unknown_schema_answers_an_empty_document(soap, session):
-    answer = get_entity(soap, session, "xtk:schema|dem:nothing")
+def test_an_unknown_schema_answers_an_empty_document(soap, viewer_session):
+    answer = get_entity(soap, viewer_session, "xtk:schema|dem:nothing")
 
     assert answer.status == 200
     assert answer.text == RESPONSE_START + "/></GetEntityIfMoreRecentResponse></SOAP-ENV:Body></SOAP-ENV:Envelope>"
 
 
-def test_an_unknown_schema_that_must_exist_is_a_fault(soap, session):
-    answer = get_entity(soap, session, "xtk:schema|dem:nothing", must_exist="true")
+def test_an_unknown_schema_that_must_exist_is_a_fault(soap, viewer_session):
+    answer = get_entity(soap, viewer_session, "xtk:schema|dem:nothing", must_exist="true")
 
     assert answer.status == 500
     assert answer.fault()["detail"].startswith("CST-404000 ")
@@ -102,3 +114,42 @@ def test_get_entity_needs_a_session(soap):
                                     '<pk xsi:type="xsd:string">xtk:schema|xtk:session</pk>'))
 
     assert answer.fault()["faultstring"].startswith("XSV-350008 ")
+
+
+def assert_forbidden(answer, schema_id: str, needed: str):
+    assert answer.status == 500, answer.text
+    fault = answer.fault()
+    assert fault["faultcode"] == "SOAP-ENV:Client"
+    assert fault["detail"].startswith(f"CST-403000 User 'bare' may not read the schema '{schema_id}'.")
+    assert needed in fault["detail"]
+    assert "<attribute" not in answer.text
+
+
+def test_a_user_without_permissions_reads_the_session_schema_but_no_other(soap, bare_session, sample_schema):
+    assert get_entity(soap, bare_session, "xtk:schema|xtk:session").status == 200
+
+    assert_forbidden(get_entity(soap, bare_session, "xtk:schema|dem:sampleTable"), "dem:sampleTable",
+                     "'staging.view_schema'")
+    assert_forbidden(get_entity(soap, bare_session, "xtk:schema|dem:sampleTableStg"), "dem:sampleTableStg",
+                     "'staging.view_schema' or 'staging.ingest'")
+
+
+def test_a_refusal_does_not_tell_whether_the_schema_exists(soap, bare_session, sample_schema):
+    assert_forbidden(get_entity(soap, bare_session, "xtk:schema|dem:nothing"), "dem:nothing",
+                     "'staging.view_schema'")
+
+
+def test_an_ingesting_user_reads_staging_schemas_but_not_source_schemas(soap, session, sample_schema):
+    staging = get_entity(soap, session, "xtk:schema|dem:sampleTableStg")
+    source = get_entity(soap, session, "xtk:schema|dem:sampleTable")
+
+    assert list(staging.result("GetEntityIfMoreRecent")[0])[0].get("name") == "sampleTableStg"
+    assert source.status == 500
+    assert source.fault()["detail"].startswith("CST-403000 User 'operator' may not read the schema 'dem:sampleTable'.")
+
+
+def test_view_schema_reads_source_and_staging_schemas(soap, viewer_session, sample_schema):
+    for schema_id in ("dem:sampleTable", "dem:sampleTableStg"):
+        answer = get_entity(soap, viewer_session, f"xtk:schema|{schema_id}")
+        assert answer.status == 200, answer.text
+        assert list(answer.result("GetEntityIfMoreRecent")[0])[0].get("name") == schema_id.partition(":")[2]
