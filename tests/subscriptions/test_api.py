@@ -114,8 +114,10 @@ def test_a_duplicate_service_name_or_unknown_channel_is_refused(operator):
     duplicate = operator.post("/api/v1/services/", {"name": "newsletter"}, format="json")
     channel = operator.post("/api/v1/services/", {"name": "other", "channel": "fax"}, format="json")
 
-    assert duplicate.status_code == 400 and "name" in duplicate.json()
-    assert channel.status_code == 400 and "channel" in channel.json()
+    # DRF's validation errors have the API's one error shape, each problem naming its field.
+    assert duplicate.status_code == 400 and duplicate.json()["code"] == "CST-400200"
+    assert [p["attribute"] for p in duplicate.json()["problems"]] == ["name"]
+    assert channel.status_code == 400 and [p["attribute"] for p in channel.json()["problems"]] == ["channel"]
 
 
 def test_a_service_with_subscriptions_cannot_be_deleted(operator, webform):
