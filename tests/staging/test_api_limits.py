@@ -9,11 +9,11 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from staging.records import JSON_MAX_DEPTH
 from subscriptions.models import Service
+from tests.api_tokens import api_token
 from tests.conftest import BOTH_DATABASES
 from tests.staging.conftest import rows_of
 
@@ -25,7 +25,7 @@ MAX_INT64 = 2**63 - 1
 def token_client(user) -> APIClient:
     """An API client authenticated by a DRF token (the one place tokens are made here)."""
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 
