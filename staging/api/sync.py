@@ -118,7 +118,8 @@ class SyncRunListView(APIView):
             OpenApiParameter("cursor", str, required=False, description="From the `next` link."),
             OpenApiParameter("limit", int, required=False, description=f"1 to {RUNS_MAX_PAGE_SIZE}."),
         ],
-        responses={200: SyncRunPageSerializer, 400: ErrorSerializer, 403: ErrorSerializer},
+        responses={200: SyncRunPageSerializer, 400: ErrorSerializer, 403: ErrorSerializer,
+                   404: OpenApiResponse(ErrorSerializer, description="Unknown schema in `schema`.")},
     )
     def get(self, request):
         _require_view_runs(request.user)
