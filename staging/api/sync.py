@@ -162,9 +162,9 @@ class SyncRunDetailView(APIView):
 # --- POST staging/<schema id>/rows/retry-failed/ and discard-failed/ --------------------------
 
 class FailedRowsRequestSerializer(serializers.Serializer):
-    seqs = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=MAX_POSITION), required=False,
-                                 allow_null=True,
-                                 max_length=100_000, help_text="Sequence numbers of the rows; all failed rows if absent.")
+    seqs = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_POSITION), required=False, allow_null=True,
+        max_length=100_000, help_text="Sequence numbers of the rows; all failed rows if absent.")
 
 
 class FailedRowsResultSerializer(serializers.Serializer):
