@@ -9,12 +9,11 @@ from django.db import transaction
 from django.db.models import ProtectedError
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import BasePermission, DjangoModelPermissions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from campaignsite.api import ErrorSerializer
+from campaignsite.api import ErrorSerializer, IdCursorPagination
 from campaignsite.errors import Conflict, InvalidInput, Problem
 from staging.models import SyncRun
 from subscriptions import services
@@ -33,11 +32,10 @@ class CanManageSubscriptions(BasePermission):
         return bool(request.user and request.user.has_perm("subscriptions.manage_subscriptions"))
 
 
-class Pages(CursorPagination):
+class Pages(IdCursorPagination):
     page_size = 100
     max_page_size = 1000
     page_size_query_param = "page_size"
-    ordering = "pk"
 
 
 class NewestFirst(Pages):
