@@ -89,6 +89,8 @@ BAD = [
      400, "CST-400200"),
     ("invalid cursor", "GET", "/api/v1/sync/runs/?cursor=%%%", None, {}, 400, "CST-400200"),
     ("invalid DRF cursor", "GET", "/api/v1/services/?cursor=garbage", None, {}, 404, "CST-404000"),
+    ("edited DRF cursor", "GET", "/api/v1/subscriptions/?cursor=" + base64.b64encode(b"p=abc").decode(), None, {},
+     404, "CST-404000"),
     ("malformed JSON", "POST", INGEST, b'[{"testcol1": "a"', {}, 400, "CST-400200"),
     ("NaN", "POST", INGEST, b'[{"testcol1": NaN}]', {}, 400, "CST-400200"),
     ("invalid UTF-8", "POST", INGEST, b'[{"testcol1": "\xff\xfe"}]', {}, 400, "CST-400200"),
