@@ -45,6 +45,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # REST bodies sent with Transfer-Encoding: chunked (the SOAP router reads its own).
+    "campaignsite.http.ChunkedBodyMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -212,7 +214,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # JSON only, read by the bounded parser (size and nesting depth capped); views that take XML add theirs.
+    "DEFAULT_PARSER_CLASSES": ["staging.api.parsers.BoundedJSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "campaignsite.api.AutoSchema",
     "EXCEPTION_HANDLER": "campaignsite.api.exception_handler",
 }
 SPECTACULAR_SETTINGS = {

@@ -23,6 +23,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from campaignsite.errors import DomainError, InvalidInput, Problem, TooLarge
+from campaignsite.http import read_body
 from staging.xml import parse_xml
 
 logger = logging.getLogger(__name__)
@@ -222,31 +223,6 @@ def parse_envelope(data: bytes, *, soap_action: str = "") -> Envelope:
                 header_security_token = (child.text or "").strip()
     return Envelope(service=service, method=method, params=tuple(params), session_token=session_token,
                     header_session_token=header_session_token, header_security_token=header_security_token)
-
-
-def read_body(request: HttpRequest, *, limit: int) -> bytes:
-    """The request body, refusing (TooLarge) anything above `limit` before it is all in memory.
-
-    Reads the stream directly: `request.body` would go through DATA_UPLOAD_MAX_MEMORY_SIZE and keep
-    a second copy. Without Content-Length (chunked upload), the stream is read only when the server
-    marks it terminated (gunicorn sets wsgi.input_terminated), never past `limit + 1` bytes.
-    """
-    length = request.META.get("CONTENT_LENGTH")
-    if length:
-        try:
-            declared = int(length)
-        except ValueError:
-            raise SoapFault(NOT_SOAP, "The Content-Length header is not a number.", detail=f"Got '{length}'.")
-        if declared > limit:
-            raise TooLarge(f"The request body is {declared} bytes; the limit is {limit} bytes (INGEST_MAX_BYTES).")
-        data = request.read(limit + 1)
-    elif request.META.get("wsgi.input_terminated"):
-        data = request.META["wsgi.input"].read(limit + 1)
-    else:
-        data = b""
-    if len(data) > limit:
-        raise TooLarge(f"The request body is more than {limit} bytes; the limit is {limit} bytes (INGEST_MAX_BYTES).")
-    return data
 
 
 @dataclass

@@ -19,3 +19,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
+
+# Under /api/ a URL that matches no endpoint (a schema id not of the form namespace:name, say)
+# answers the API's JSON error body; other paths keep Django's pages.
+handler404 = "campaignsite.api.not_found"
+handler500 = "campaignsite.api.server_failed"

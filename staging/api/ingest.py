@@ -16,12 +16,11 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
-from campaignsite.api import cursor_decode, cursor_encode
+from campaignsite.api import ErrorSerializer, cursor_decode, cursor_encode, query_int
 from campaignsite.errors import Forbidden, InvalidInput, Problem
 from staging import services
 from staging.api.parsers import BoundedJSONParser, BoundedTextXmlParser, BoundedXmlParser
 from staging.api.renderers import FastJSONRenderer
-from staging.api.schemas import ErrorSerializer
 from staging.idempotency import idempotent_call, request_hash
 from staging.records import SCHEMA_ATTR, collector_paused, records_from_json, records_from_xml
 from staging.selectors import STAGED_STATUSES, staged_rows
@@ -78,7 +77,13 @@ def _records(request, staging_id: str):
         _check_document_schema({schema}, staging_id)
         return records, lambda: data
     items = data if isinstance(data, list) else [data]
-    _check_document_schema({item.get(SCHEMA_ATTR) for item in items if isinstance(item, dict)}, staging_id)
+    named = [(index, item.get(SCHEMA_ATTR)) for index, item in enumerate(items) if isinstance(item, dict)]
+    for index, value in named:
+        if not isinstance(value, (str, type(None))):
+            raise InvalidInput(f"Record {index} is not a valid record.", [Problem(
+                "xtkschema is a schema id such as dem:sampleTableStg", record=index, attribute=SCHEMA_ATTR,
+                value=str(value)[:80])])
+    _check_document_schema({value for _, value in named}, staging_id)
     # The canonical body is only needed to fingerprint an Idempotency-Key call; for 100 000 records
     # it is a few tenths of a second, so it is computed only then.
     return records_from_json(data), lambda: json.dumps(data, sort_keys=True).encode()
@@ -203,15 +208,12 @@ class StagedRowsView(APIView):
         if status is not None and status not in STAGED_STATUSES:
             raise InvalidInput("Unknown status filter.", [Problem(f"accepted: {', '.join(STAGED_STATUSES)}",
                                                                   attribute="status", value=status)])
-        limit = request.query_params.get("limit") or str(ROWS_PAGE_SIZE)
-        if not limit.isdigit() or not 1 <= int(limit) <= ROWS_MAX_PAGE_SIZE:
-            raise InvalidInput("Invalid page size.", [Problem(f"use 1 to {ROWS_MAX_PAGE_SIZE}", attribute="limit",
-                                                              value=limit)])
+        limit = query_int(request, "limit", default=ROWS_PAGE_SIZE, minimum=1, maximum=ROWS_MAX_PAGE_SIZE)
         after = cursor_decode(request.query_params.get("cursor"))
-        rows = staged_rows(schema, status=status, after=after, limit=int(limit) + 1)
+        rows = staged_rows(schema, status=status, after=after, limit=limit + 1)
         next_url = None
-        if len(rows) > int(limit):
-            rows = rows[: int(limit)]
+        if len(rows) > limit:
+            rows = rows[:limit]
             cursor = cursor_encode(rows[-1]["seq"])
             next_url = replace_query_param(request.build_absolute_uri(), "cursor", cursor)
         return Response({"next": next_url, "results": StagedRowSerializer(rows, many=True).data})

@@ -4,29 +4,33 @@ DRF hands custom parsers the raw request stream, so Django's DATA_UPLOAD_MAX_MEM
 applies to them, and its own JSONParser reads the whole body first. These parsers read at most
 `limit + 1` bytes and raise TooLarge (413) past the limit, so a 50 MB upload is refused without
 being held in memory. The limit comes from the view's `max_body_bytes` (an int, or a property
-reading settings so tests can override it); views without one get DATA_UPLOAD_MAX_MEMORY_SIZE.
+reading settings so tests can override it); views without one get DEFAULT_BODY_MAX_BYTES.
 
 The XML parsers return the body as bytes: parsing is the business of `staging.xml`, called by the
-service that knows what the document means.
+service that knows what the document means. JSON is decoded by `staging.records.json_decode`, which
+also refuses nesting deeper than JSON_MAX_DEPTH levels; every JSON endpoint of the API reads its
+body with BoundedJSONParser (it is DRF's default parser in settings).
 """
 
-import json
-
-from django.conf import settings
 from rest_framework.parsers import BaseParser
 
-from campaignsite.errors import InvalidInput, Problem, TooLarge
+from campaignsite.errors import TooLarge
+from staging.records import json_decode
 
 # A JSON string escapes quotes, backslashes and newlines with one extra byte each, so a source
 # that fits the limit fits twice the limit once wrapped in JSON; the service re-checks the source.
 JSON_ESCAPE_FACTOR = 2
 
 
+# Views that take small JSON objects (services, subscription requests...) declare no limit of their own.
+DEFAULT_BODY_MAX_BYTES = 1_048_576
+
+
 def body_limit(parser_context: dict | None) -> int:
-    """The byte limit the view declares for its request bodies."""
+    """The byte limit the view declares for its request bodies (DEFAULT_BODY_MAX_BYTES if none)."""
     view = (parser_context or {}).get("view")
     limit = getattr(view, "max_body_bytes", None)
-    return int(limit) if limit is not None else settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return int(limit) if limit is not None else DEFAULT_BODY_MAX_BYTES
 
 
 def read_bounded(stream, *, limit: int, declared_length: int | None = None, what: str = "request body") -> bytes:
@@ -79,9 +83,4 @@ class BoundedJSONParser(BaseParser):
     def parse(self, stream, media_type=None, parser_context=None):
         limit = body_limit(parser_context) * self.escape_factor
         data = read_bounded(stream, limit=limit, declared_length=_declared_length(parser_context), what="JSON body")
-        try:
-            return json.loads(data)
-        except UnicodeDecodeError as exc:
-            raise InvalidInput("The JSON body is not UTF-8.", [Problem(str(exc))]) from None
-        except json.JSONDecodeError as exc:
-            raise InvalidInput("The JSON body is not valid JSON.", [Problem(exc.msg, line=exc.lineno)]) from None
+        return json_decode(data)

@@ -14,28 +14,13 @@ from rest_framework.permissions import BasePermission, DjangoModelPermissions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from campaignsite.api import ErrorSerializer
 from campaignsite.errors import InvalidInput, InvalidXml, NotFound, Problem
 from staging import services
 from staging.api.parsers import BoundedJSONParser, BoundedTextXmlParser, BoundedXmlParser
 from staging.models import Schema, StructureState
 
 # --- Serializers ------------------------------------------------------------------------------
-
-
-class ProblemSerializer(serializers.Serializer):
-    message = serializers.CharField()
-    record = serializers.IntegerField(required=False)
-    attribute = serializers.CharField(required=False)
-    value = serializers.CharField(required=False)
-    line = serializers.IntegerField(required=False)
-
-
-class ErrorSerializer(serializers.Serializer):
-    """The body of every 4xx answer raised by a service."""
-
-    code = serializers.CharField(help_text="Stable error code, e.g. CST-400100 (docs/error-codes.md).")
-    error = serializers.CharField()
-    problems = ProblemSerializer(many=True)
 
 
 class StatementSerializer(serializers.Serializer):

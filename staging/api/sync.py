@@ -11,11 +11,11 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
-from campaignsite.api import cursor_decode, cursor_encode
+from campaignsite.api import MAX_POSITION, ErrorSerializer, cursor_decode, cursor_encode, query_int
 from campaignsite.errors import Forbidden, InvalidInput, NotFound, Problem
 from staging import services, sync
 from staging.api.parsers import BoundedJSONParser
-from staging.api.schemas import ErrorSerializer, _validated
+from staging.api.schemas import _validated
 from staging.models import SyncRun
 
 RUNS_PAGE_SIZE = 50
@@ -118,7 +118,8 @@ class SyncRunListView(APIView):
             OpenApiParameter("cursor", str, required=False, description="From the `next` link."),
             OpenApiParameter("limit", int, required=False, description=f"1 to {RUNS_MAX_PAGE_SIZE}."),
         ],
-        responses={200: SyncRunPageSerializer, 400: ErrorSerializer, 403: ErrorSerializer},
+        responses={200: SyncRunPageSerializer, 400: ErrorSerializer, 403: ErrorSerializer,
+                   404: OpenApiResponse(ErrorSerializer, description="Unknown schema in `schema`.")},
     )
     def get(self, request):
         _require_view_runs(request.user)
@@ -132,17 +133,14 @@ class SyncRunListView(APIView):
         trigger = _choice(request, "trigger", SyncRun.Trigger.values)
         if trigger:
             runs = runs.filter(trigger=trigger)
-        limit = request.query_params.get("limit") or str(RUNS_PAGE_SIZE)
-        if not limit.isdigit() or not 1 <= int(limit) <= RUNS_MAX_PAGE_SIZE:
-            raise InvalidInput("Invalid page size.", [Problem(f"use 1 to {RUNS_MAX_PAGE_SIZE}", attribute="limit",
-                                                              value=limit)])
+        limit = query_int(request, "limit", default=RUNS_PAGE_SIZE, minimum=1, maximum=RUNS_MAX_PAGE_SIZE)
         before = cursor_decode(request.query_params.get("cursor"))
         if before is not None:
             runs = runs.filter(pk__lt=before)
-        page = list(runs[: int(limit) + 1])
+        page = list(runs[: limit + 1])
         next_url = None
-        if len(page) > int(limit):
-            page = page[: int(limit)]
+        if len(page) > limit:
+            page = page[:limit]
             cursor = cursor_encode(page[-1].pk)
             next_url = replace_query_param(request.build_absolute_uri(), "cursor", cursor)
         return Response({"next": next_url, "results": SyncRunSerializer(page, many=True).data})
@@ -155,7 +153,7 @@ class SyncRunDetailView(APIView):
                    responses={200: SyncRunSerializer, 403: ErrorSerializer, 404: ErrorSerializer})
     def get(self, request, run_id: int):
         _require_view_runs(request.user)
-        run = SyncRun.objects.filter(pk=run_id).first()
+        run = SyncRun.objects.filter(pk=run_id).first() if run_id <= MAX_POSITION else None
         if run is None:
             raise NotFound(f"Unknown synchronization run {run_id}.", [Problem("no run has this id", value=str(run_id))])
         return Response(SyncRunSerializer(run).data)
@@ -164,8 +162,9 @@ class SyncRunDetailView(APIView):
 # --- POST staging/<schema id>/rows/retry-failed/ and discard-failed/ --------------------------
 
 class FailedRowsRequestSerializer(serializers.Serializer):
-    seqs = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, allow_null=True,
-                                 max_length=100_000, help_text="Sequence numbers of the rows; all failed rows if absent.")
+    seqs = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_POSITION), required=False, allow_null=True,
+        max_length=100_000, help_text="Sequence numbers of the rows; all failed rows if absent.")
 
 
 class FailedRowsResultSerializer(serializers.Serializer):

@@ -7,13 +7,13 @@ Subscription and SubscriptionHistory); subscribe/unsubscribe write staging rows,
 
 from django.db import transaction
 from django.db.models import ProtectedError
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.pagination import CursorPagination
 from rest_framework.permissions import BasePermission, DjangoModelPermissions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from campaignsite.api import ErrorSerializer, IdCursorPagination
 from campaignsite.errors import Conflict, InvalidInput, Problem
 from staging.models import SyncRun
 from subscriptions import services
@@ -32,11 +32,10 @@ class CanManageSubscriptions(BasePermission):
         return bool(request.user and request.user.has_perm("subscriptions.manage_subscriptions"))
 
 
-class Pages(CursorPagination):
+class Pages(IdCursorPagination):
     page_size = 100
     max_page_size = 1000
     page_size_query_param = "page_size"
-    ordering = "pk"
 
 
 class NewestFirst(Pages):
@@ -176,7 +175,11 @@ def _validated(serializer_class, data):
 class _RequestView(APIView):
     unsubscribe = False
 
-    @extend_schema(request=RequestSerializer, responses={202: AcceptedSerializer})
+    @extend_schema(request=RequestSerializer, responses={
+        202: AcceptedSerializer,
+        404: OpenApiResponse(ErrorSerializer, description="The subscription request schema is not loaded."),
+        409: OpenApiResponse(ErrorSerializer, description="Its staging is off or its structure is outdated."),
+    })
     def post(self, request):
         data = _validated(RequestSerializer, request.data)
         request_id = services.subscription_request(
@@ -197,12 +200,16 @@ class UnsubscribeView(_RequestView):
     unsubscribe = True
 
 
+class QueuedSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text="queued: the task cluster runs it shortly.")
+
+
 class ProcessView(APIView):
     """Queue a processing run of the pending requests now."""
 
     permission_classes = [CanManageSubscriptions]
 
-    @extend_schema(request=None, responses={202: None})
+    @extend_schema(request=None, responses={202: QueuedSerializer})
     def post(self, request):
         from django_q.tasks import async_task
 

@@ -4,9 +4,9 @@ import json
 import uuid
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from tests.api_tokens import api_token
 from tests.conftest import BOTH_DATABASES
 from tests.staging.conftest import SAMPLE_SOURCE, rows_of
 from staging import services
@@ -20,7 +20,7 @@ ROWS = "/api/v1/staging/dem:sampleTable/rows/"
 
 def api_for(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 

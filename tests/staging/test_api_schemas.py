@@ -6,13 +6,13 @@ import re
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connections
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from campaignsite.errors import TooLarge
 from staging import ddl, services
 from staging.api.parsers import read_bounded
 from staging.models import Schema
+from tests.api_tokens import api_token
 from tests.conftest import BOTH_DATABASES
 
 pytestmark = pytest.mark.django_db(databases=BOTH_DATABASES)
@@ -42,7 +42,7 @@ UPDATE = "/api/v1/schemas/dem:sampleTable/update-structure/"
 
 def _client(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 

@@ -6,12 +6,12 @@ import pytest
 from django.db import connections
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from staging import ddl, sync
 from staging.models import SyncRun
 from staging.services import records_ingest, schema_get
+from tests.api_tokens import api_token
 from tests.conftest import BOTH_DATABASES
 from tests.staging.conftest import make_user, record, rows_of
 
@@ -26,7 +26,7 @@ DISCARD = "/api/v1/staging/dem:sampleTable/rows/discard-failed/"
 
 def api_for(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 

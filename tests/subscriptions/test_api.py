@@ -1,11 +1,13 @@
 """The subscriptions REST API: requests answered at once (202) and applied by processing; services
 CRUD, a recipient's subscriptions and history, each behind its Django permission."""
 
+import base64
+
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from subscriptions.models import Service
+from tests.api_tokens import api_token
 from tests.conftest import BOTH_DATABASES
 
 from .conftest import add_recipient, history, make_user, process, recipients, requests_state, subscriptions
@@ -15,7 +17,7 @@ pytestmark = [pytest.mark.django_db(databases=BOTH_DATABASES), pytest.mark.usefi
 
 def api(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 
@@ -114,8 +116,10 @@ def test_a_duplicate_service_name_or_unknown_channel_is_refused(operator):
     duplicate = operator.post("/api/v1/services/", {"name": "newsletter"}, format="json")
     channel = operator.post("/api/v1/services/", {"name": "other", "channel": "fax"}, format="json")
 
-    assert duplicate.status_code == 400 and "name" in duplicate.json()
-    assert channel.status_code == 400 and "channel" in channel.json()
+    # DRF's validation errors have the API's one error shape, each problem naming its field.
+    assert duplicate.status_code == 400 and duplicate.json()["code"] == "CST-400200"
+    assert [p["attribute"] for p in duplicate.json()["problems"]] == ["name"]
+    assert channel.status_code == 400 and [p["attribute"] for p in channel.json()["problems"]] == ["channel"]
 
 
 def test_a_service_with_subscriptions_cannot_be_deleted(operator, webform):
@@ -171,3 +175,12 @@ def test_process_now_queues_a_processing_task(django_capture_on_commit_callbacks
     [(_, package)] = broker.dequeue()
     task = SignedPackage.loads(package)
     assert (task["func"], task["args"]) == ("subscriptions.tasks.process_subscriptions", ("api",))
+
+
+@pytest.mark.parametrize("position", ["abc", "1e5", "9" * 5000, "9" * 30])
+@pytest.mark.parametrize("url", ["/api/v1/services/", "/api/v1/subscriptions/", "/api/v1/subscriptions/history/"])
+def test_an_edited_cursor_is_an_invalid_cursor_not_a_server_error(operator, url, position):
+    # DRF hands a cursor's position to the query as it is: these answered 500 (ValueError).
+    cursor = base64.b64encode(f"p={position}".encode()).decode()
+    answer = operator.get(url, {"cursor": cursor, "page_size": "9" * 30})
+    assert answer.status_code == 404 and answer.json()["error"] == "Invalid cursor"
