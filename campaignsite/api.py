@@ -2,10 +2,11 @@
 
 import base64
 
+from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from campaignsite.errors import DomainError, InvalidInput, Problem
+from campaignsite.errors import DomainError, InvalidInput, Problem, Unauthenticated
 
 
 def error_body(error: DomainError) -> dict:
@@ -15,7 +16,11 @@ def error_body(error: DomainError) -> dict:
 def exception_handler(exc, context):
     if isinstance(exc, DomainError):
         return Response(error_body(exc), status=exc.status)
-    return drf_exception_handler(exc, context)
+    response = drf_exception_handler(exc, context)
+    if isinstance(exc, (NotAuthenticated, AuthenticationFailed)):
+        # DRF's answer keeps its status and WWW-Authenticate challenge; only the body takes our shape.
+        response.data = error_body(Unauthenticated(str(exc.detail)))
+    return response
 
 
 def cursor_encode(position: int) -> str:

@@ -32,10 +32,10 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "apitokens",
     "staging",
     "subscriptions",
 ]
@@ -127,6 +127,7 @@ SYNC_INTERVAL_MINUTES = env_int("SYNC_INTERVAL_MINUTES", 60, minimum=1)
 STAGING_RETENTION_DAYS = env_int("STAGING_RETENTION_DAYS", 7, minimum=0)
 SOAP_SESSION_TTL_SECONDS = env_int("SOAP_SESSION_TTL_SECONDS", 86400, minimum=1)
 SOAP_SESSION_TOKEN_ONLY = env_bool("SOAP_SESSION_TOKEN_ONLY", False)
+API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 90, minimum=0)  # lifetime of a new API token; 0 = never expires
 INGEST_MAX_BYTES = env_int("INGEST_MAX_BYTES", 104_857_600, minimum=1024)
 INGEST_MAX_RECORDS = env_int("INGEST_MAX_RECORDS", 100_000, minimum=1)
 # Schema sources are small documents; this bounds what the admin, the API and load_schema accept.
@@ -200,7 +201,7 @@ CACHES = {
 # --- REST ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "apitokens.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

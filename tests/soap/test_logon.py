@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from django.utils import timezone as dj_timezone
-from rest_framework.authtoken.models import Token
+from apitokens.services import api_token_create
 
 from staging.soap_sessions import SoapSession
 from tests.conftest import BOTH_DATABASES
@@ -266,7 +266,7 @@ def test_expired_sessions_are_purged_at_the_next_logon(soap, session, operator):
 
 
 def test_bearer_api_token_with_an_empty_session_token_is_accepted(soap, operator):
-    key = Token.objects.create(user=operator).key
+    key = api_token_create(user=operator)[1]
 
     answer = server_time(soap, headers={"Authorization": f"Bearer {key}"})
 

@@ -4,7 +4,7 @@ import json
 import uuid
 
 import pytest
-from rest_framework.authtoken.models import Token
+from apitokens.services import api_token_create
 from rest_framework.test import APIClient
 
 from tests.conftest import BOTH_DATABASES
@@ -20,7 +20,7 @@ ROWS = "/api/v1/staging/dem:sampleTable/rows/"
 
 def api_for(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user)[1]}")
     return client
 
 

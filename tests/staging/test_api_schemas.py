@@ -6,7 +6,7 @@ import re
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connections
-from rest_framework.authtoken.models import Token
+from apitokens.services import api_token_create
 from rest_framework.test import APIClient
 
 from campaignsite.errors import TooLarge
@@ -42,7 +42,7 @@ UPDATE = "/api/v1/schemas/dem:sampleTable/update-structure/"
 
 def _client(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user)[1]}")
     return client
 
 

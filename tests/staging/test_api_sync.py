@@ -6,7 +6,7 @@ import pytest
 from django.db import connections
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
-from rest_framework.authtoken.models import Token
+from apitokens.services import api_token_create
 from rest_framework.test import APIClient
 
 from staging import ddl, sync
@@ -26,7 +26,7 @@ DISCARD = "/api/v1/staging/dem:sampleTable/rows/discard-failed/"
 
 def api_for(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user)[1]}")
     return client
 
 

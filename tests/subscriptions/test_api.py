@@ -2,7 +2,7 @@
 CRUD, a recipient's subscriptions and history, each behind its Django permission."""
 
 import pytest
-from rest_framework.authtoken.models import Token
+from apitokens.services import api_token_create
 from rest_framework.test import APIClient
 
 from subscriptions.models import Service
@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.django_db(databases=BOTH_DATABASES), pytest.mark.usefi
 
 def api(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user)[1]}")
     return client
 
 
