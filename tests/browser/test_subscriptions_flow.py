@@ -11,8 +11,8 @@ from django.core import mail
 from django_q.brokers import get_broker
 from django_q.signing import SignedPackage
 from django.utils.module_loading import import_string
-from apitokens.services import api_token_create
 
+from apitokens.services import api_token_create
 from staging import services as staging_services
 from subscriptions.models import Subscription
 from subscriptions.services import subscriptions_process

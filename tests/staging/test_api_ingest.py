@@ -4,9 +4,9 @@ import json
 import uuid
 
 import pytest
-from apitokens.services import api_token_create
 from rest_framework.test import APIClient
 
+from apitokens.services import api_token_create
 from tests.conftest import BOTH_DATABASES
 from tests.staging.conftest import SAMPLE_SOURCE, rows_of
 from staging import services

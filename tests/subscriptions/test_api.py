@@ -2,9 +2,9 @@
 CRUD, a recipient's subscriptions and history, each behind its Django permission."""
 
 import pytest
-from apitokens.services import api_token_create
 from rest_framework.test import APIClient
 
+from apitokens.services import api_token_create
 from subscriptions.models import Service
 from tests.conftest import BOTH_DATABASES
 
