@@ -50,8 +50,8 @@ def setup_django() -> None:
 def prepare():
     """The staged sample schema (created once) and a superuser with an API token."""
     from django.contrib.auth.models import User
-    from rest_framework.authtoken.models import Token
 
+    from apitokens.services import api_token_create
     from staging import services
     from staging.models import Schema
 
@@ -60,8 +60,7 @@ def prepare():
         schema = services.schema_create(source=SCHEMA)
     services.structure_update(schema=schema)
     user = User.objects.filter(username="bench").first() or User.objects.create_superuser("bench", password=None)
-    token, _ = Token.objects.get_or_create(user=user)
-    return schema, user, token.key
+    return schema, user, api_token_create(user=user, name="bench")[1]
 
 
 def _clear(schema) -> None:

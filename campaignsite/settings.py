@@ -32,10 +32,10 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_q",
+    "apitokens",
     "staging",
     "subscriptions",
 ]
@@ -137,6 +137,7 @@ LOGON_THROTTLE_PER_ADDRESS = env_int("LOGON_THROTTLE_PER_ADDRESS", 20, minimum=0
 # The META key of the header a trusted reverse proxy sets to the client's address, e.g.
 # HTTP_X_FORWARDED_FOR; empty: REMOTE_ADDR (right when nothing sits in front of gunicorn).
 LOGON_CLIENT_ADDRESS_HEADER = env_str("LOGON_CLIENT_ADDRESS_HEADER", "")
+API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 90, minimum=0)  # lifetime of a new API token; 0 = never expires
 INGEST_MAX_BYTES = env_int("INGEST_MAX_BYTES", 104_857_600, minimum=1024)
 INGEST_MAX_RECORDS = env_int("INGEST_MAX_RECORDS", 100_000, minimum=1)
 # Schema sources are small documents; this bounds what the admin, the API and load_schema accept.
@@ -210,7 +211,7 @@ CACHES = {
 # --- REST ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "apitokens.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

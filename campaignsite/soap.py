@@ -277,12 +277,9 @@ def _bearer_user(request: HttpRequest):
     scheme, _, key = request.META.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
     if scheme.lower() not in ("bearer", "token") or not key.strip():
         return None, False
-    from rest_framework.authtoken.models import Token
+    from apitokens.services import api_token_user
 
-    token = Token.objects.select_related("user").filter(key=key.strip()).first()
-    if token is None or not token.user.is_active:
-        return None, True
-    return token.user, True
+    return api_token_user(key=key), True
 
 
 def authenticate_call(request: HttpRequest, envelope: Envelope):

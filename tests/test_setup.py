@@ -150,7 +150,7 @@ def test_router_sends_subscriptions_to_cloud_and_everything_else_to_default():
 
     assert router.allow_migrate("cloud", "subscriptions") is True
     assert router.allow_migrate("default", "subscriptions") is False
-    for app_label in ("staging", "auth", "admin", "sessions", "contenttypes", "django_q", "authtoken"):
+    for app_label in ("staging", "auth", "admin", "sessions", "contenttypes", "django_q", "apitokens"):
         assert router.allow_migrate("default", app_label) is True
         assert router.allow_migrate("cloud", app_label) is False
     for model in apps.get_models():

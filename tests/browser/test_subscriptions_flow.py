@@ -11,8 +11,8 @@ from django.core import mail
 from django_q.brokers import get_broker
 from django_q.signing import SignedPackage
 from django.utils.module_loading import import_string
-from rest_framework.authtoken.models import Token
 
+from apitokens.services import api_token_create
 from staging import services as staging_services
 from subscriptions.models import Subscription
 from subscriptions.services import subscriptions_process
@@ -63,7 +63,7 @@ def admin_page(live_server, browser_page, django_user_model):
 
 @pytest.fixture
 def webform_token():
-    return Token.objects.create(user=make_user("webform", "staging.ingest")).key
+    return api_token_create(user=make_user("webform", "staging.ingest"))[1]
 
 
 def test_service_created_in_admin_subscribe_over_rest_process_now_and_see_it(live_server, admin_page, webform_token):

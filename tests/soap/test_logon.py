@@ -6,8 +6,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from django.utils import timezone as dj_timezone
-from rest_framework.authtoken.models import Token
 
+from apitokens.models import ApiToken
+from apitokens.services import api_token_create, api_tokens_revoke
 from staging.soap_sessions import SoapSession
 from tests.conftest import BOTH_DATABASES
 from tests.soap.conftest import PASSWORD, logon, logon_envelope, make_user, sdk_envelope
@@ -266,11 +267,40 @@ def test_expired_sessions_are_purged_at_the_next_logon(soap, session, operator):
 
 
 def test_bearer_api_token_with_an_empty_session_token_is_accepted(soap, operator):
-    key = Token.objects.create(user=operator).key
+    key = api_token_create(user=operator)[1]
 
     answer = server_time(soap, headers={"Authorization": f"Bearer {key}"})
 
     assert answer.status == 200, answer.text
+
+
+def _refused_as_unknown_api_token(answer) -> bool:
+    return (answer.status == 500 and answer.fault()["faultstring"].startswith("XSV-350008 ")
+            and "API token" in answer.fault()["detail"])
+
+
+def test_an_expired_bearer_token_is_refused(soap, operator):
+    token, key = api_token_create(user=operator)
+    ApiToken.objects.filter(pk=token.pk).update(expires_at=dj_timezone.now() - timedelta(seconds=1))
+
+    assert _refused_as_unknown_api_token(server_time(soap, headers={"Authorization": f"Bearer {key}"}))
+
+
+def test_a_revoked_bearer_token_is_refused(soap, operator):
+    token, key = api_token_create(user=operator)
+    assert server_time(soap, headers={"Authorization": f"Bearer {key}"}).status == 200
+
+    api_tokens_revoke(tokens=ApiToken.objects.filter(pk=token.pk))
+
+    assert _refused_as_unknown_api_token(server_time(soap, headers={"Authorization": f"Bearer {key}"}))
+
+
+def test_the_bearer_token_of_an_inactive_user_is_refused(soap, operator):
+    key = api_token_create(user=operator)[1]
+    operator.is_active = False
+    operator.save()
+
+    assert _refused_as_unknown_api_token(server_time(soap, headers={"Authorization": f"Bearer {key}"}))
 
 
 def test_an_unknown_bearer_token_is_refused(soap, operator):

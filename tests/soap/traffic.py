@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import connections
-from rest_framework.authtoken.models import Token
+from tests.api_tokens import api_token
 
 from staging import ddl, services
 from tests.soap.conftest import SOAP_ENV, Answer, doc_param, logon_envelope, sdk_envelope
@@ -58,7 +58,7 @@ def site_setup() -> tuple[object, str]:
     user = get_user_model().objects.create_user(username=LOGIN, password=PASSWORD)
     user.user_permissions.add(*Permission.objects.filter(
         content_type__app_label="staging", codename__in=("ingest", "write_cloud", "view_schema")))
-    return schema, Token.objects.create(user=user).key
+    return schema, api_token(user)
 
 
 def row_counts(schema) -> tuple[int, int]:

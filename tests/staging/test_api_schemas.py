@@ -8,6 +8,7 @@ from django.contrib.auth.models import Permission, User
 from django.db import connections
 from rest_framework.test import APIClient
 
+from apitokens.services import api_token_create
 from campaignsite.errors import TooLarge
 from staging import ddl, services
 from staging.api.parsers import read_bounded

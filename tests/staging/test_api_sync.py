@@ -8,6 +8,7 @@ from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 from rest_framework.test import APIClient
 
+from apitokens.services import api_token_create
 from staging import ddl, sync
 from staging.models import SyncRun
 from staging.services import records_ingest, schema_get

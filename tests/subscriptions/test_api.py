@@ -6,6 +6,7 @@ import base64
 import pytest
 from rest_framework.test import APIClient
 
+from apitokens.services import api_token_create
 from subscriptions.models import Service
 from tests.api_tokens import api_token
 from tests.conftest import BOTH_DATABASES
