@@ -127,6 +127,8 @@ SYNC_INTERVAL_MINUTES = env_int("SYNC_INTERVAL_MINUTES", 60, minimum=1)
 STAGING_RETENTION_DAYS = env_int("STAGING_RETENTION_DAYS", 7, minimum=0)
 SOAP_SESSION_TTL_SECONDS = env_int("SOAP_SESSION_TTL_SECONDS", 86400, minimum=1)
 SOAP_SESSION_TOKEN_ONLY = env_bool("SOAP_SESSION_TOKEN_ONLY", False)
+# Accept "login/password" as a SOAP session token (Campaign's allowUserPassword); off: use Logon.
+SOAP_ALLOW_USER_PASSWORD = env_bool("SOAP_ALLOW_USER_PASSWORD", False)
 INGEST_MAX_BYTES = env_int("INGEST_MAX_BYTES", 104_857_600, minimum=1024)
 INGEST_MAX_RECORDS = env_int("INGEST_MAX_RECORDS", 100_000, minimum=1)
 # Schema sources are small documents; this bounds what the admin, the API and load_schema accept.

@@ -40,14 +40,15 @@ METHOD_FAILED = "SOP-330011"
 # Ours (docs/error-codes.md).
 NOT_SOAP = "CST-400010"
 SECURITY_TOKEN_MISSING = "CST-401002"
+USER_PASSWORD_REFUSED = "CST-401003"
 POST_ONLY = "CST-405000"
 INTERNAL_ERROR = "CST-500000"
 
 SESSION_INVALID_MESSAGE = "Session has expired or is invalid. Please reconnect."
 TOKEN_PARAMETER_NAMES = ("sessiontoken", "__sessiontoken")
 # Parameter and result types as Campaign schemas spell them.
-SCALAR_TYPES = {"string": "xsd:string", "boolean": "xsd:boolean", "long": "xsd:int", "int64": "xsd:long",
-                "datetime": "xsd:dateTime"}
+SCALAR_TYPES = {"string": "xsd:string", "boolean": "xsd:boolean", "byte": "xsd:byte", "long": "xsd:int",
+                "int64": "xsd:long", "datetime": "xsd:dateTime"}
 ELEMENT_TYPES = ("DOMDocument", "DOMElement")
 
 
@@ -295,16 +296,21 @@ class SoapCall:
 
 # --- Authentication --------------------------------------------------------------------------
 
+def api_token_user(key: str):
+    """The active user of an API token, or None: what every bearer logon mode checks."""
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.select_related("user").filter(key=key.strip()).first() if key.strip() else None
+    if token is None or not token.user.is_active:
+        return None
+    return token.user
+
+
 def _bearer_user(request: HttpRequest):
     scheme, _, key = request.META.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
     if scheme.lower() not in ("bearer", "token") or not key.strip():
         return None, False
-    from rest_framework.authtoken.models import Token
-
-    token = Token.objects.select_related("user").filter(key=key.strip()).first()
-    if token is None or not token.user.is_active:
-        return None, True
-    return token.user, True
+    return api_token_user(key), True
 
 
 def authenticate_call(request: HttpRequest, envelope: Envelope):
@@ -331,6 +337,8 @@ def authenticate_call(request: HttpRequest, envelope: Envelope):
                   "parameter (<sessiontoken>) or in the X-Session-Token header, or send "
                   "'Authorization: Bearer <API token>'.")
         raise SoapFault(SESSION_INVALID, SESSION_INVALID_MESSAGE, detail=detail)
+    if "/" in session_token:
+        return _user_password_token_user(request, session_token), None
     session = soap_session_find(session_token=session_token)
     if session is None:
         raise SoapFault(SESSION_INVALID, SESSION_INVALID_MESSAGE,
@@ -350,6 +358,29 @@ def authenticate_call(request: HttpRequest, envelope: Envelope):
         raise SoapFault(SESSION_INVALID, SESSION_INVALID_MESSAGE,
                         detail="The security token does not belong to this session; use the pair Logon returned.")
     return session.user, session
+
+
+def _user_password_token_user(request: HttpRequest, session_token: str):
+    """The user of a "login/password" session token, checked as Logon checks a password.
+
+    Campaign accepts this form only where the security zone sets allowUserPassword; here
+    SOAP_ALLOW_USER_PASSWORD=1 does, and it is refused otherwise.
+    """
+    from staging.soap import logon_user
+
+    if not settings.SOAP_ALLOW_USER_PASSWORD:
+        raise SoapFault(
+            USER_PASSWORD_REFUSED,
+            "A login/password session token is not accepted on this server.",
+            detail="Call xtk:session#Logon and use the session and security tokens it returns, or ask the "
+                   "administrator to set SOAP_ALLOW_USER_PASSWORD=1 (Campaign's allowUserPassword).",
+        )
+    login, _, password = session_token.partition("/")
+    try:
+        return logon_user(request, login=login, password=password)
+    except DomainError:
+        raise SoapFault(SESSION_INVALID, SESSION_INVALID_MESSAGE,
+                        detail="The login/password session token names no active user with that password.")
 
 
 # --- Writing responses -----------------------------------------------------------------------
@@ -490,8 +521,8 @@ def soap_router(request: HttpRequest) -> HttpResponse:
         ))
 
 
-_WSDL_TYPES = {"string": "s:string", "boolean": "s:boolean", "long": "s:int", "int64": "s:long",
-               "datetime": "s:dateTime"}
+_WSDL_TYPES = {"string": "s:string", "boolean": "s:boolean", "byte": "s:byte", "long": "s:int",
+               "int64": "s:long", "datetime": "s:dateTime"}
 
 
 def _wsdl_sequence(items) -> str:
