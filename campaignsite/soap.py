@@ -525,47 +525,68 @@ _WSDL_TYPES = {"string": "s:string", "boolean": "s:boolean", "byte": "s:byte", "
                "int64": "s:long", "datetime": "s:dateTime"}
 
 
-def _wsdl_sequence(items) -> str:
+def _wsdl_sequence(items, *, prefix: str) -> str:
     elements = "".join(
         f'<s:element maxOccurs="1" minOccurs="1" name="{name}" '
-        f'type="{_WSDL_TYPES.get(kind, "tns:Element")}"/>' for name, kind in items
+        f'type="{_WSDL_TYPES.get(kind, f"{prefix}:Element")}"/>' for name, kind in items
     )
     return f"<s:complexType><s:sequence>{elements}</s:sequence></s:complexType>"
 
 
 def render_wsdl(service: str, methods: list[SoapMethod], *, location: str) -> str:
-    """A document/literal WSDL 1.1 for `service`, in the shape of Campaign's schemawsdl.jsp."""
+    """A document/literal WSDL 1.1 for `service`, in the shape of Campaign's schemawsdl.jsp.
+
+    Each `<Method>Response` is declared in the namespace the answer really uses (the persist methods
+    answer in urn:wpp:default, as Campaign does), each namespace in its own schema with its own
+    `Element` type: answers type their DOM results `xsi:type='ns:Element'` with `ns` bound to that
+    namespace, so a tool such as zeep finds the type where the answer points.
+    """
     tns = f"urn:{service}"
-    port = service.partition(":")[2] + "MethodsSoap"
-    types, messages, operations, bindings = [], [], [], []
+    namespaces = [tns, *sorted({m.response_ns for m in methods} - {tns})]
+    prefixes = {ns: "tns" if ns == tns else f"r{i}" for i, ns in enumerate(namespaces)}
+    types: dict[str, list[str]] = {ns: [] for ns in namespaces}
+    messages, operations, bindings = [], [], []
     for method in methods:
-        n = method.name
-        types.append(f'<s:element name="{n}">{_wsdl_sequence([("sessiontoken", "string"), *method.params])}</s:element>')
-        types.append(f'<s:element name="{n}Response">{_wsdl_sequence(method.returns)}</s:element>')
+        n, out = method.name, prefixes[method.response_ns]
+        types[tns].append(f'<s:element name="{n}">'
+                          f'{_wsdl_sequence([("sessiontoken", "string"), *method.params], prefix="tns")}</s:element>')
+        types[method.response_ns].append(
+            f'<s:element name="{n}Response">{_wsdl_sequence(method.returns, prefix=out)}</s:element>')
         messages.append(f'<wsdl:message name="{n}In"><wsdl:part element="tns:{n}" name="parameters"/></wsdl:message>'
-                        f'<wsdl:message name="{n}Out"><wsdl:part element="tns:{n}Response" name="parameters"/>'
+                        f'<wsdl:message name="{n}Out"><wsdl:part element="{out}:{n}Response" name="parameters"/>'
                         "</wsdl:message>")
         operations.append(f'<wsdl:operation name="{n}"><wsdl:input message="tns:{n}In"/>'
                           f'<wsdl:output message="tns:{n}Out"/></wsdl:operation>')
         literal = f'<soap:body encodingStyle="{SOAP_ENCODING}" use="literal"/>'
         bindings.append(f'<wsdl:operation name="{n}"><soap:operation soapAction="{service}#{n}" style="document"/>'
                         f"<wsdl:input>{literal}</wsdl:input><wsdl:output>{literal}</wsdl:output></wsdl:operation>")
+    declarations = "".join(f' xmlns:{prefixes[ns]}={_quoted(ns)}' for ns in namespaces)
+    schemas = "".join(
+        f'<s:schema elementFormDefault="qualified" targetNamespace={_quoted(ns)}>'
+        '<s:complexType name="Element"><s:sequence><s:any processContents="lax"/></s:sequence></s:complexType>'
+        f'{"".join(types[ns])}</s:schema>'
+        for ns in namespaces
+    )
     return (
         '<?xml version="1.0" encoding="utf-8"?>'
         '<wsdl:definitions xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" '
-        'xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/" xmlns:s="http://www.w3.org/2001/XMLSchema" '
-        f'xmlns:tns="{tns}" targetNamespace="{tns}">'
-        f'<wsdl:types><s:schema elementFormDefault="qualified" targetNamespace="{tns}">'
-        '<s:complexType name="Element"><s:sequence><s:any processContents="lax"/></s:sequence></s:complexType>'
-        f'{"".join(types)}</s:schema></wsdl:types>{"".join(messages)}'
-        f'<wsdl:portType name="{port}">{"".join(operations)}</wsdl:portType>'
-        f'<wsdl:binding name="{port}" type="tns:{port}">'
+        'xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/" xmlns:s="http://www.w3.org/2001/XMLSchema"'
+        f'{declarations} targetNamespace="{tns}">'
+        f'<wsdl:types>{schemas}</wsdl:types>{"".join(messages)}'
+        f'<wsdl:portType name="{port_name(service)}">{"".join(operations)}</wsdl:portType>'
+        f'<wsdl:binding name="{port_name(service)}" type="tns:{port_name(service)}">'
         '<soap:binding style="document" transport="http://schemas.xmlsoap.org/soap/http"/>'
         f'{"".join(bindings)}</wsdl:binding>'
         f'<wsdl:service name="{"".join(p[:1].upper() + p[1:] for p in service.split(":"))}">'
-        f'<wsdl:port binding="tns:{port}" name="{port}"><soap:address location={_quoted(location)}/></wsdl:port>'
+        f'<wsdl:port binding="tns:{port_name(service)}" name="{port_name(service)}">'
+        f'<soap:address location={_quoted(location)}/></wsdl:port>'
         "</wsdl:service></wsdl:definitions>"
     )
+
+
+def port_name(service: str) -> str:
+    """The WSDL port (and binding) of a service: `xtk:session` -> `sessionMethodsSoap`."""
+    return service.partition(":")[2] + "MethodsSoap"
 
 
 def _quoted(value: str) -> str:
