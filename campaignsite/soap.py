@@ -542,6 +542,7 @@ def render_wsdl(service: str, methods: list[SoapMethod], *, location: str) -> st
     namespace, so a tool such as zeep finds the type where the answer points.
     """
     tns = f"urn:{service}"
+    port = service.partition(":")[2] + "MethodsSoap"
     namespaces = [tns, *sorted({m.response_ns for m in methods} - {tns})]
     prefixes = {ns: "tns" if ns == tns else f"r{i}" for i, ns in enumerate(namespaces)}
     types: dict[str, list[str]] = {ns: [] for ns in namespaces}
@@ -573,20 +574,14 @@ def render_wsdl(service: str, methods: list[SoapMethod], *, location: str) -> st
         'xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/" xmlns:s="http://www.w3.org/2001/XMLSchema"'
         f'{declarations} targetNamespace="{tns}">'
         f'<wsdl:types>{schemas}</wsdl:types>{"".join(messages)}'
-        f'<wsdl:portType name="{port_name(service)}">{"".join(operations)}</wsdl:portType>'
-        f'<wsdl:binding name="{port_name(service)}" type="tns:{port_name(service)}">'
+        f'<wsdl:portType name="{port}">{"".join(operations)}</wsdl:portType>'
+        f'<wsdl:binding name="{port}" type="tns:{port}">'
         '<soap:binding style="document" transport="http://schemas.xmlsoap.org/soap/http"/>'
         f'{"".join(bindings)}</wsdl:binding>'
         f'<wsdl:service name="{"".join(p[:1].upper() + p[1:] for p in service.split(":"))}">'
-        f'<wsdl:port binding="tns:{port_name(service)}" name="{port_name(service)}">'
-        f'<soap:address location={_quoted(location)}/></wsdl:port>'
+        f'<wsdl:port binding="tns:{port}" name="{port}"><soap:address location={_quoted(location)}/></wsdl:port>'
         "</wsdl:service></wsdl:definitions>"
     )
-
-
-def port_name(service: str) -> str:
-    """The WSDL port (and binding) of a service: `xtk:session` -> `sessionMethodsSoap`."""
-    return service.partition(":")[2] + "MethodsSoap"
 
 
 def _quoted(value: str) -> str:

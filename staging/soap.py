@@ -400,6 +400,9 @@ def write(call: SoapCall):
 @soap_method(SESSION, "WriteCollection", **_WRITES)
 def write_collection(call: SoapCall):
     schema_id, records = _records_of(call)
+    if schema_id == OPTION_SCHEMA_ID:
+        options_write(records=records, user=call.user)
+        return ()
     services.records_write(schema_id=schema_id, records=records, user=call.user)
     return ()
 

@@ -210,7 +210,8 @@ def test_adobe_sdk_drives_logon_ingest_ingestext_write_faults_and_logoff(
     description = schema.description
     expired = []
 
-    run = run_conformance(node_path, sdk_dir, url, api_token, lambda: expired.append(_expire_sessions_of(expiring_user)))
+    run = run_conformance(node_path, sdk_dir, url, api_token,
+                          lambda: expired.append(_expire_sessions_of(expiring_user)))
     print(run.transcript())  # shown by pytest when anything below fails
     steps = run.steps
     staged = staged_rows(description)

@@ -145,7 +145,8 @@ def test_a_source_schema_is_served_as_stored(soap, session, sample_schema):
     answer = get_entity(soap, session, "xtk:srcSchema|dem:sampleTable")
 
     (source,) = list(answer.result("GetEntityIfMoreRecent")[0])
-    assert (etree.QName(source).localname, source.get("namespace"), source.get("name")) == ("srcSchema", "dem", "sampleTable")
+    assert (etree.QName(source).localname, source.get("namespace"), source.get("name")) == (
+        "srcSchema", "dem", "sampleTable")
     assert [a.get("name") for a in source.find("{*}element").findall("{*}attribute")] == ["testcol1", "testcol2"]
     assert "<?xml" not in answer.text.partition("?>")[2]  # no second XML declaration inside the answer
 

@@ -66,7 +66,8 @@ def test_get_user_info_answers_the_user_info_of_logon(soap, session, operator):
     (element,) = answer.result("GetUserInfo")
     assert "<pUserInfo xsi:type='ns:Element'" in answer.text
     (info,) = list(element)
-    assert (etree.QName(info).localname, info.get("login"), info.get("loginId")) == ("userInfo", operator.username, str(operator.pk))
+    assert (etree.QName(info).localname, info.get("login"), info.get("loginId")) == (
+        "userInfo", operator.username, str(operator.pk))
     assert {r.get("right") for r in info.findall("{*}login-right")} == {"ingest", "write_cloud"}
 
 
