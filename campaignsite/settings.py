@@ -138,6 +138,8 @@ LOGON_THROTTLE_PER_ADDRESS = env_int("LOGON_THROTTLE_PER_ADDRESS", 20, minimum=0
 # HTTP_X_FORWARDED_FOR; empty: REMOTE_ADDR (right when nothing sits in front of gunicorn).
 LOGON_CLIENT_ADDRESS_HEADER = env_str("LOGON_CLIENT_ADDRESS_HEADER", "")
 API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 90, minimum=0)  # lifetime of a new API token; 0 = never expires
+# Accept "login/password" as a SOAP session token (Campaign's allowUserPassword); off: use Logon.
+SOAP_ALLOW_USER_PASSWORD = env_bool("SOAP_ALLOW_USER_PASSWORD", False)
 INGEST_MAX_BYTES = env_int("INGEST_MAX_BYTES", 104_857_600, minimum=1024)
 INGEST_MAX_RECORDS = env_int("INGEST_MAX_RECORDS", 100_000, minimum=1)
 # Schema sources are small documents; this bounds what the admin, the API and load_schema accept.

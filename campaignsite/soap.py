@@ -41,14 +41,15 @@ METHOD_FAILED = "SOP-330011"
 # Ours (docs/error-codes.md).
 NOT_SOAP = "CST-400010"
 SECURITY_TOKEN_MISSING = "CST-401002"
+USER_PASSWORD_REFUSED = "CST-401003"
 POST_ONLY = "CST-405000"
 INTERNAL_ERROR = "CST-500000"
 
 SESSION_INVALID_MESSAGE = "Session has expired or is invalid. Please reconnect."
 TOKEN_PARAMETER_NAMES = ("sessiontoken", "__sessiontoken")
 # Parameter and result types as Campaign schemas spell them.
-SCALAR_TYPES = {"string": "xsd:string", "boolean": "xsd:boolean", "long": "xsd:int", "int64": "xsd:long",
-                "datetime": "xsd:dateTime"}
+SCALAR_TYPES = {"string": "xsd:string", "boolean": "xsd:boolean", "byte": "xsd:byte", "long": "xsd:int",
+                "int64": "xsd:long", "datetime": "xsd:dateTime"}
 ELEMENT_TYPES = ("DOMDocument", "DOMElement")
 
 
@@ -273,13 +274,18 @@ class SoapCall:
 
 # --- Authentication --------------------------------------------------------------------------
 
+def api_token_user(key: str):
+    """The active user of an API token, or None: what every bearer logon mode checks."""
+    from apitokens.services import api_token_user as user_of_token
+
+    return user_of_token(key=key) if key.strip() else None
+
+
 def _bearer_user(request: HttpRequest):
     scheme, _, key = request.META.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
     if scheme.lower() not in ("bearer", "token") or not key.strip():
         return None, False
-    from apitokens.services import api_token_user
-
-    return api_token_user(key=key), True
+    return api_token_user(key), True
 
 
 def authenticate_call(request: HttpRequest, envelope: Envelope):
@@ -306,6 +312,8 @@ def authenticate_call(request: HttpRequest, envelope: Envelope):
                   "parameter (<sessiontoken>) or in the X-Session-Token header, or send "
                   "'Authorization: Bearer <API token>'.")
         raise SoapFault(SESSION_INVALID, SESSION_INVALID_MESSAGE, detail=detail)
+    if "/" in session_token:
+        return _user_password_token_user(request, session_token), None
     session = soap_session_find(session_token=session_token)
     if session is None:
         raise SoapFault(SESSION_INVALID, SESSION_INVALID_MESSAGE,
@@ -325,6 +333,29 @@ def authenticate_call(request: HttpRequest, envelope: Envelope):
         raise SoapFault(SESSION_INVALID, SESSION_INVALID_MESSAGE,
                         detail="The security token does not belong to this session; use the pair Logon returned.")
     return session.user, session
+
+
+def _user_password_token_user(request: HttpRequest, session_token: str):
+    """The user of a "login/password" session token, checked as Logon checks a password.
+
+    Campaign accepts this form only where the security zone sets allowUserPassword; here
+    SOAP_ALLOW_USER_PASSWORD=1 does, and it is refused otherwise.
+    """
+    from staging.soap import logon_user
+
+    if not settings.SOAP_ALLOW_USER_PASSWORD:
+        raise SoapFault(
+            USER_PASSWORD_REFUSED,
+            "A login/password session token is not accepted on this server.",
+            detail="Call xtk:session#Logon and use the session and security tokens it returns, or ask the "
+                   "administrator to set SOAP_ALLOW_USER_PASSWORD=1 (Campaign's allowUserPassword).",
+        )
+    login, _, password = session_token.partition("/")
+    try:
+        return logon_user(request, login=login, password=password)
+    except DomainError:
+        raise SoapFault(SESSION_INVALID, SESSION_INVALID_MESSAGE,
+                        detail="The login/password session token names no active user with that password.")
 
 
 # --- Writing responses -----------------------------------------------------------------------
@@ -489,43 +520,59 @@ def soap_router(request: HttpRequest) -> HttpResponse:
         return _logged_fault(fault, envelope)
 
 
-_WSDL_TYPES = {"string": "s:string", "boolean": "s:boolean", "long": "s:int", "int64": "s:long",
-               "datetime": "s:dateTime"}
+_WSDL_TYPES = {"string": "s:string", "boolean": "s:boolean", "byte": "s:byte", "long": "s:int",
+               "int64": "s:long", "datetime": "s:dateTime"}
 
 
-def _wsdl_sequence(items) -> str:
+def _wsdl_sequence(items, *, prefix: str) -> str:
     elements = "".join(
         f'<s:element maxOccurs="1" minOccurs="1" name="{name}" '
-        f'type="{_WSDL_TYPES.get(kind, "tns:Element")}"/>' for name, kind in items
+        f'type="{_WSDL_TYPES.get(kind, f"{prefix}:Element")}"/>' for name, kind in items
     )
     return f"<s:complexType><s:sequence>{elements}</s:sequence></s:complexType>"
 
 
 def render_wsdl(service: str, methods: list[SoapMethod], *, location: str) -> str:
-    """A document/literal WSDL 1.1 for `service`, in the shape of Campaign's schemawsdl.jsp."""
+    """A document/literal WSDL 1.1 for `service`, in the shape of Campaign's schemawsdl.jsp.
+
+    Each `<Method>Response` is declared in the namespace the answer really uses (the persist methods
+    answer in urn:wpp:default, as Campaign does), each namespace in its own schema with its own
+    `Element` type: answers type their DOM results `xsi:type='ns:Element'` with `ns` bound to that
+    namespace, so a tool such as zeep finds the type where the answer points.
+    """
     tns = f"urn:{service}"
     port = service.partition(":")[2] + "MethodsSoap"
-    types, messages, operations, bindings = [], [], [], []
+    namespaces = [tns, *sorted({m.response_ns for m in methods} - {tns})]
+    prefixes = {ns: "tns" if ns == tns else f"r{i}" for i, ns in enumerate(namespaces)}
+    types: dict[str, list[str]] = {ns: [] for ns in namespaces}
+    messages, operations, bindings = [], [], []
     for method in methods:
-        n = method.name
-        types.append(f'<s:element name="{n}">{_wsdl_sequence([("sessiontoken", "string"), *method.params])}</s:element>')
-        types.append(f'<s:element name="{n}Response">{_wsdl_sequence(method.returns)}</s:element>')
+        n, out = method.name, prefixes[method.response_ns]
+        types[tns].append(f'<s:element name="{n}">'
+                          f'{_wsdl_sequence([("sessiontoken", "string"), *method.params], prefix="tns")}</s:element>')
+        types[method.response_ns].append(
+            f'<s:element name="{n}Response">{_wsdl_sequence(method.returns, prefix=out)}</s:element>')
         messages.append(f'<wsdl:message name="{n}In"><wsdl:part element="tns:{n}" name="parameters"/></wsdl:message>'
-                        f'<wsdl:message name="{n}Out"><wsdl:part element="tns:{n}Response" name="parameters"/>'
+                        f'<wsdl:message name="{n}Out"><wsdl:part element="{out}:{n}Response" name="parameters"/>'
                         "</wsdl:message>")
         operations.append(f'<wsdl:operation name="{n}"><wsdl:input message="tns:{n}In"/>'
                           f'<wsdl:output message="tns:{n}Out"/></wsdl:operation>')
         literal = f'<soap:body encodingStyle="{SOAP_ENCODING}" use="literal"/>'
         bindings.append(f'<wsdl:operation name="{n}"><soap:operation soapAction="{service}#{n}" style="document"/>'
                         f"<wsdl:input>{literal}</wsdl:input><wsdl:output>{literal}</wsdl:output></wsdl:operation>")
+    declarations = "".join(f' xmlns:{prefixes[ns]}={_quoted(ns)}' for ns in namespaces)
+    schemas = "".join(
+        f'<s:schema elementFormDefault="qualified" targetNamespace={_quoted(ns)}>'
+        '<s:complexType name="Element"><s:sequence><s:any processContents="lax"/></s:sequence></s:complexType>'
+        f'{"".join(types[ns])}</s:schema>'
+        for ns in namespaces
+    )
     return (
         '<?xml version="1.0" encoding="utf-8"?>'
         '<wsdl:definitions xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" '
-        'xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/" xmlns:s="http://www.w3.org/2001/XMLSchema" '
-        f'xmlns:tns="{tns}" targetNamespace="{tns}">'
-        f'<wsdl:types><s:schema elementFormDefault="qualified" targetNamespace="{tns}">'
-        '<s:complexType name="Element"><s:sequence><s:any processContents="lax"/></s:sequence></s:complexType>'
-        f'{"".join(types)}</s:schema></wsdl:types>{"".join(messages)}'
+        'xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/" xmlns:s="http://www.w3.org/2001/XMLSchema"'
+        f'{declarations} targetNamespace="{tns}">'
+        f'<wsdl:types>{schemas}</wsdl:types>{"".join(messages)}'
         f'<wsdl:portType name="{port}">{"".join(operations)}</wsdl:portType>'
         f'<wsdl:binding name="{port}" type="tns:{port}">'
         '<soap:binding style="document" transport="http://schemas.xmlsoap.org/soap/http"/>'

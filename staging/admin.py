@@ -29,6 +29,7 @@ from campaignsite.errors import DomainError
 from staging import charts, ddl, selectors, services, sync
 from staging.forms import SchemaAutoStgListForm, SchemaSourceForm
 from staging.models import Schema, StructureState, SyncRun
+from staging.options import Option
 
 UPDATE_STRUCTURE_PERMISSION = "staging.update_structure"
 RUN_SYNC_PERMISSION = sync.SYNC_PERMISSION
@@ -693,6 +694,28 @@ class SyncRunAdmin(ReadOnlyAdmin):
             return "—"
         seconds = duration.total_seconds()
         return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
+@admin.register(Option)
+class OptionAdmin(admin.ModelAdmin):
+    """Campaign options (what xtk:session#GetOption reads): a small configuration table, edited by hand.
+
+    Django's own permissions decide who may edit them; `staging.change_option` is also what a SOAP
+    Write of an xtk:option document needs.
+    """
+
+    list_display = ("name", "data_type", "raw_value", "description", "modified_at")
+    list_filter = ("data_type",)
+    search_fields = ("name",)
+    fieldsets = (
+        (None, {"fields": ("name", "data_type", "description")}),
+        ("Value (fill the field of the option's type)",
+         {"fields": ("string_value", "long_value", "double_value", "timestamp_value", "memo_value")}),
+    )
+
+    @admin.display(description="value")
+    def raw_value(self, obj: Option) -> str:
+        return obj.raw_value
 
 
 # --- Dashboard -------------------------------------------------------------------------------

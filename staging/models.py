@@ -186,3 +186,4 @@ class SyncLedger(models.Model):
 # Declared in its own module (with the services that use it) and imported so Django registers it.
 from staging.soap_sessions import SoapSession  # noqa: E402, F401
 from staging.idempotency import IdempotencyRecord  # noqa: E402, F401
+from staging.options import Option  # noqa: E402, F401

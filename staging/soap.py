@@ -4,20 +4,32 @@ Registered on import (StagingConfig.ready). Method names, parameter order and re
 follow Campaign (reference/campaign-v8-behaviour.md §3, §5; acc-js-sdk-wire-format.md §3–5).
 """
 
+import functools
 import hashlib
+import logging
+from datetime import timezone as dt_timezone
 
 from django.conf import settings
+from django.db import DatabaseError, connections
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_safe
+from lxml import etree
 
-from campaignsite.errors import InvalidInput, NotFound, Problem
-from campaignsite.soap import SoapCall, soap_method, xml_element
+from campaignsite.errors import InvalidInput, NotFound, Problem, Unauthenticated
+from campaignsite.soap import SoapCall, api_token_user, soap_method, xml_element
 from staging import services
 from staging.logons import logon_authenticate
 from staging.models import Schema
+from staging.options import OPTION_SCHEMA_ID, OPTION_SRCSCHEMA, option_get, options_write
 from staging.records import records_from_xml
 from staging.selectors import schema_read_require
 from staging.soap_sessions import soap_session_open, soap_session_revoke
-from staging.srcschema import SchemaDescription
+from staging.srcschema import SchemaDescription, parse_srcschema
+from staging.xml import parse_xml
+
+logger = logging.getLogger(__name__)
 
 SESSION = "xtk:session"
 PERSIST = "xtk:persist"
@@ -74,9 +86,27 @@ _SESSION_SCHEMA_BODY = """
         <param inout="out" name="securityToken" type="string"/>
       </parameters>
     </method>
+    <method access="anonymous" name="BearerTokenLogon" static="true">
+      <parameters>
+        <param name="bearerToken" type="string"/>
+        <param inout="out" name="sessionToken" type="string"/>
+        <param inout="out" name="sessionInfo" type="sessionInfo"/>
+        <param inout="out" name="securityToken" type="string"/>
+      </parameters>
+    </method>
     <method name="Logoff" static="true"/>
     <method name="GetServerTime" static="true">
       <parameters><param inout="out" name="serverTime" type="datetime"/></parameters>
+    </method>
+    <method name="GetOption" static="true">
+      <parameters>
+        <param name="name" type="string"/>
+        <param inout="out" name="value" type="string"/>
+        <param inout="out" name="type" type="byte"/>
+      </parameters>
+    </method>
+    <method name="GetUserInfo" static="true">
+      <parameters><param inout="out" name="userInfo" type="sessionUserInfo"/></parameters>
     </method>
   </methods>
 """
@@ -86,6 +116,44 @@ SESSION_SCHEMA = (
     f'xtkschema="xtk:schema" label="Sessions to the application server" md5="{_SESSION_SCHEMA_MD5}">'
     f"{_SESSION_SCHEMA_BODY}</schema>"
 )
+
+
+# --- Plain pages clients call to check the server ----------------------------------------------
+
+def _utc_text(now) -> str:
+    now = now.astimezone(dt_timezone.utc)
+    return now.strftime("%Y-%m-%d %H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+@csrf_exempt  # anonymous and read-only: a POST gets 405, not a CSRF page
+@require_safe
+def redir_test(request: HttpRequest) -> HttpResponse:
+    """GET /r/test: Campaign's redirection-server probe, anonymous (the SDK's `client.test()`).
+
+    Tells only what any caller may know: the build, the instance name, the caller's own address and
+    the host it asked for; never the machine's name or anything from the database.
+    """
+    status = xml_element("redir", {
+        "status": "OK", "date": _utc_text(timezone.now()), "build": SERVER_BUILD,
+        "version": f"{SERVER_MAJOR}.{SERVER_MINOR}.{SERVER_SERVICE_PACK}", "instance": INSTANCE_NAME,
+        "sourceIP": request.META.get("REMOTE_ADDR", ""), "host": request.get_host(), "localHost": INSTANCE_NAME,
+    })
+    return HttpResponse(status, content_type="text/xml;charset=utf-8")
+
+
+@csrf_exempt  # anonymous and read-only: a POST gets 405, not a CSRF page
+@require_safe
+def ping(request: HttpRequest) -> HttpResponse:
+    """GET /nl/jsp/ping.jsp: "OK" and the server time, one per line, when the database answers
+    (the SDK's `client.ping()`); "Error" and 503 when it does not. Anonymous."""
+    try:
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError:
+        logger.exception("ping.jsp: the database does not answer")
+        return HttpResponse("Error\nThe database does not answer.\n", status=503,
+                            content_type="text/plain;charset=utf-8")
+    return HttpResponse(f"OK\n{_utc_text(timezone.now())}\n", content_type="text/plain;charset=utf-8")
 
 
 # --- xtk:session: sessions -------------------------------------------------------------------
@@ -99,13 +167,17 @@ def session_info(user, *, now) -> str:
         "serverDate": now.strftime("%Y-%m-%d %H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
         "sessionTimeOut": ttl, "securityTimeOut": ttl,
     })
+    return xml_element("sessionInfo", content=server + user_info(user))
+
+
+def user_info(user) -> str:
+    """The <userInfo> of Logon's session info, also GetUserInfo's answer."""
     rights = "".join(xml_element("login-right", {"right": right}) for right in _rights(user))
     packages = xml_element("installed-package", {"name": "core", "namespace": "nms"})
-    user_info = xml_element("userInfo", {
+    return xml_element("userInfo", {
         "login": user.get_username(), "loginId": str(user.pk), "loginCS": user.get_full_name() or user.get_username(),
         "locale": "en", "instanceLocale": "en", "timezone": settings.TIME_ZONE, "datakitInDatabase": "true",
     }, rights + packages)
-    return xml_element("sessionInfo", content=server + user_info)
 
 
 def _rights(user) -> list[str]:
@@ -115,13 +187,31 @@ def _rights(user) -> list[str]:
     return sorted(p.partition(".")[2] for p in user.get_all_permissions() if p.startswith("staging."))
 
 
+def logon_user(request, *, login: str, password: str):
+    """The active user a login and password name: Logon's check, also used for a "login/password"
+    session token (SOAP_ALLOW_USER_PASSWORD). Throttled before any password is hashed, and one message
+    whichever part was wrong (staging/logons.py)."""
+    return logon_authenticate(request=request, login=login, password=password)
+
+
 @soap_method(SESSION, "Logon", anonymous=True,
              params=(("login", "string"), ("password", "string"), ("parameters", "DOMElement")),
              returns=(("pstrSessionToken", "string"), ("pSessionInfo", "DOMElement"), ("pstrSecurityToken", "string")))
 def logon(call: SoapCall):
-    # Throttled before the password is hashed; one message whichever part was wrong (staging/logons.py).
-    user = logon_authenticate(request=call.request, login=call.text("login", "strLogin"),
-                              password=call.text("password", "strPassword"))
+    user = logon_user(call.request, login=call.text("login", "strLogin"), password=call.text("password", "strPassword"))
+    _, session_token, security_token = soap_session_open(user=user)
+    return session_token, session_info(user, now=timezone.now()), security_token
+
+
+@soap_method(SESSION, "BearerTokenLogon", anonymous=True, params=(("bearerToken", "string"),),
+             returns=(("pstrSessionToken", "string"), ("pSessionInfo", "DOMElement"), ("pstrSecurityToken", "string")))
+def bearer_token_logon(call: SoapCall):
+    """Logon with an API token instead of a password; answers exactly as Logon does."""
+    user = api_token_user(call.text("bearerToken", "strBearerToken"))
+    if user is None:
+        raise Unauthenticated("Invalid bearer token.",
+                              [Problem("pass an active API token (admin: API tokens, or manage.py drf_create_token) as bearerToken",
+                                       attribute="bearerToken")])
     _, session_token, security_token = soap_session_open(user=user)
     return session_token, session_info(user, now=timezone.now()), security_token
 
@@ -138,6 +228,18 @@ def get_server_time(call: SoapCall):
     return (timezone.now(),)
 
 
+@soap_method(SESSION, "GetUserInfo", returns=(("pUserInfo", "DOMElement"),))
+def get_user_info(call: SoapCall):
+    return (user_info(call.user),)
+
+
+@soap_method(SESSION, "GetOption", params=(("name", "string"),),
+             returns=(("pstrValue", "string"), ("pbtType", "byte")))
+def get_option(call: SoapCall):
+    """An option's value as text and its type code; "" and 0 for an option that does not exist."""
+    return option_get(name=call.text("name", "strName"))
+
+
 # --- xtk:persist: schemas --------------------------------------------------------------------
 
 def _md5(text: str) -> str:
@@ -145,15 +247,20 @@ def _md5(text: str) -> str:
 
 
 def schema_document(description: SchemaDescription, *, staging: bool) -> str:
-    """The compiled-schema document (`xtk:schema`) of a source schema or of its staging schema."""
+    """The compiled-schema document (`xtk:schema`) of a source schema or of its staging schema.
+
+    What the SDK's schema objects read: the root's namespace, name, label, labelSingular, mappingType
+    and md5; the main element with its attributes (type, label, length, enum...) and keys; the
+    enumerations with their values.
+    """
     name = description.staging_element if staging else description.name
     label = f"{description.label} (Staging)" if staging else description.label
     table = description.staging_table if staging else description.sql_table
     attributes = "".join(
         xml_element("attribute", {
-            "name": a.name, "type": a.type, "sqlname": a.sql_name, "label": a.label or None,
+            "name": a.name, "type": a.type, "sqlname": a.sql_name, "label": a.label or None, "desc": a.desc or None,
             "length": str(a.length) if a.type in ("string", "uuid") and a.length else None,
-            "notNull": "true" if a.not_null else None, "enum": a.enum,
+            "notNull": "true" if a.not_null else None, "enum": a.enum, "default": a.default,
         })
         for a in description.attributes
     )
@@ -163,6 +270,12 @@ def schema_document(description: SchemaDescription, *, staging: bool) -> str:
         xml_element("key", {"name": k.name}, "".join(xml_element("keyfield", {"xpath": f"@{f}"}) for f in k.fields))
         for k in description.keys
     )
+    enumerations = "".join(
+        xml_element("enumeration", {"name": e.name, "basetype": e.basetype, "default": e.default},
+                    "".join(xml_element("value", {"name": v.name, "label": v.label or None, "value": v.value})
+                            for v in e.values))
+        for e in description.enumerations
+    )
     element = xml_element("element", {
         "name": name, "label": label, "sqltable": table, "autopk": "true" if description.autopk else None,
         "autouuid": "true" if description.autouuid else None,
@@ -170,20 +283,45 @@ def schema_document(description: SchemaDescription, *, staging: bool) -> str:
         "dataSource": None if staging else description.data_source,
     }, keys + attributes)
     root_attrs = {
-        "namespace": description.namespace, "name": name, "label": label, "xtkschema": "xtk:schema",
+        "namespace": description.namespace, "name": name, "label": label,
+        "labelSingular": description.label_singular or None, "xtkschema": "xtk:schema",
         "entitySchema": "xtk:schema", "mappingType": "sql",
         "stgSrcSchema": description.id if staging else None,
     }
-    md5 = _md5(repr(sorted((k, v) for k, v in root_attrs.items() if v)) + element)
-    return xml_element("schema", {**root_attrs, "md5": md5}, element)
+    content = enumerations + element
+    md5 = _md5(repr(sorted((k, v) for k, v in root_attrs.items() if v)) + content)
+    return xml_element("schema", {**root_attrs, "md5": md5}, content)
+
+
+@functools.cache
+def _option_description() -> SchemaDescription:
+    return parse_srcschema(OPTION_SRCSCHEMA, builtin=True)
+
+
+def _source_document(schema_id: str) -> str | None:
+    """The stored srcSchema of `schema_id`, as an element (its XML declaration dropped)."""
+    if schema_id == OPTION_SCHEMA_ID:
+        source = OPTION_SRCSCHEMA
+    else:
+        namespace, _, name = schema_id.partition(":")
+        source = Schema.objects.filter(namespace=namespace, name=name).values_list("source", flat=True).first()
+    if source is None:
+        return None
+    return etree.tostring(parse_xml(source, max_bytes=settings.SCHEMA_MAX_BYTES, what="schema"), encoding="unicode")
 
 
 def _entity_document(pk: str, *, user) -> str | None:
     entity, _, schema_id = pk.partition("|")
+    if entity == "xtk:srcSchema" and schema_id:
+        if schema_id != OPTION_SCHEMA_ID:
+            schema_read_require(user=user, schema_id=schema_id)
+        return _source_document(schema_id)
     if entity != "xtk:schema" or not schema_id:
         return None
     if schema_id == "xtk:session":
         return SESSION_SCHEMA  # method signatures only: every client needs them to call Ingest at all
+    if schema_id == OPTION_SCHEMA_ID:
+        return schema_document(_option_description(), staging=False)
     schema_read_require(user=user, schema_id=schema_id)
     namespace, _, name = schema_id.partition(":")
     schema = Schema.objects.filter(namespace=namespace, name=name).first()
@@ -257,6 +395,9 @@ def ingest_ext(call: SoapCall):
 def write(call: SoapCall):
     """Campaign v7 path: apply the document to the source schema's cloud table, bypassing staging."""
     schema_id, records = _records_of(call)
+    if schema_id == OPTION_SCHEMA_ID:  # what the SDK's client.setOption sends
+        options_write(records=records, user=call.user)
+        return ()
     services.records_write(schema_id=schema_id, records=records, user=call.user)
     return ()
 
@@ -264,6 +405,9 @@ def write(call: SoapCall):
 @soap_method(SESSION, "WriteCollection", **_WRITES)
 def write_collection(call: SoapCall):
     schema_id, records = _records_of(call)
+    if schema_id == OPTION_SCHEMA_ID:
+        options_write(records=records, user=call.user)
+        return ()
     services.records_write(schema_id=schema_id, records=records, user=call.user)
     return ()
 

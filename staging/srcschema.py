@@ -130,6 +130,7 @@ class SchemaDescription:
     indexes: tuple[Index, ...] = ()
     enumerations: tuple[Enumeration, ...] = ()
     staging_source: str | None = None  # stgSrcSchema, set on a generated staging schema
+    label_singular: str = ""
     _by_name: dict = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
@@ -323,7 +324,7 @@ def parse_srcschema(source: str | bytes, *, builtin: bool = False, max_bytes: in
         namespace=namespace, name=name, label=root.get("label") or main.get("label") or name,
         sql_table=sql_table, autopk=autopk, autouuid=autouuid, auto_stg=auto_stg, data_source=data_source,
         attributes=tuple(attributes), primary_key=primary_key, keys=tuple(keys), indexes=tuple(indexes),
-        enumerations=enumerations, staging_source=staging_source,
+        enumerations=enumerations, staging_source=staging_source, label_singular=root.get("labelSingular") or "",
     )
     if auto_stg:
         _check_staging_allowed(description, main, errors)

@@ -1,7 +1,8 @@
 // Drives Adobe's unmodified @adobe/acc-js-sdk against our SOAP router, the way an existing Campaign
 // integration would. Run by tests/sdk/test_sdk_conformance.py, which also checks the databases.
 //
-// Usage: node conformance.js <url> <user> <password> <expiryUser> <expiryPassword>
+// Usage: node conformance.js <url> <user> <password> <expiryUser> <expiryPassword> <apiToken>
+// (<apiToken> is an API token of <user>, for the bearer logon modes)
 //
 // Output: one JSON object per line on stdout, one per step:
 //   {"step": "...", "ok": true,  "value": <what the SDK returned>}
@@ -18,9 +19,9 @@
 const readline = require('node:readline');
 const sdk = require('@adobe/acc-js-sdk');
 
-const [url, user, password, expiryUser, expiryPassword] = process.argv.slice(2);
-if (!url || !user || !password || !expiryUser || !expiryPassword) {
-  console.error('usage: node conformance.js <url> <user> <password> <expiryUser> <expiryPassword>');
+const [url, user, password, expiryUser, expiryPassword, apiToken] = process.argv.slice(2);
+if (!url || !user || !password || !expiryUser || !expiryPassword || !apiToken) {
+  console.error('usage: node conformance.js <url> <user> <password> <expiryUser> <expiryPassword> <apiToken>');
   process.exit(64);
 }
 
@@ -131,6 +132,77 @@ async function main() {
     await step('session_expired', () => expiring.NLWS.xtkSession.ingest(
       { xtkschema: STAGING, testcol1: 'after expiry' }));
   }
+
+  // Schemas: the compiled staging schema, the application's schema object, an unknown schema.
+  await step('get_schema', async () => {
+    const schema = await client.getSchema(STAGING);
+    return { namespace: schema.namespace, name: schema.name, label: schema.label,
+      attributes: schema.element.attribute.map((a) => [a.name, a.type]) };
+  });
+  await step('application_get_schema', async () => {
+    const schema = await client.application.getSchema('dem:sampleTable');
+    return { id: schema.id, rootLabel: schema.root.label, mappingType: schema.mappingType,
+      children: schema.root.children.map((c) => c.name), keyFields: schema.root.keys.id.fields.map((f) => f.name) };
+  });
+  await step('get_schema_unknown', () => client.getSchema('dem:nothing'));
+
+  // Options: getOption reads value + type; setOption writes an xtk:option document with Write.
+  await step('get_option', () => client.getOption('XtkDatabaseId'));
+  await step('get_option_unknown', () => client.getOption('NoSuchOption', false));
+  await step('set_option', async () => {
+    await client.setOption('ConformanceOption', 'set by the SDK');
+    await client.clearOptionCache();
+    return client.getOption('ConformanceOption', false);
+  });
+
+  // The plain pages: /r/test (anonymous) and /nl/jsp/ping.jsp.
+  await step('test', async () => {
+    const anonymous = await sdk.init(sdk.ConnectionParameters.ofAnonymousUser(url, { timeout: CALL_TIMEOUT_MS }));
+    return anonymous.test();
+  });
+  await step('ping', () => client.ping());
+
+  // Logon modes. BearerTokenLogon exchanges an API token for a session, as Logon does.
+  const bearer = await sdk.init(sdk.ConnectionParameters.ofBearerToken(url, apiToken, { timeout: CALL_TIMEOUT_MS }));
+  await step('bearer_logon', async () => {
+    await bearer.logon();
+    const uuid = await bearer.NLWS.xtkSession.ingest({ xtkschema: STAGING, testcol1: 'bearer' });
+    return { isLogged: bearer.isLogged(), operator: bearer.application.operator.login, uuid };
+  });
+  await step('bearer_logoff', async () => { await bearer.logoff(); return { isLogged: bearer.isLogged() }; });
+  await step('bearer_logon_forged', async () => {
+    const forged = await sdk.init(sdk.ConnectionParameters.ofBearerToken(url, 'forged-token', { timeout: CALL_TIMEOUT_MS }));
+    await forged.logon();
+    return 'unexpected success';
+  });
+  // IMS style: no logon call, "Authorization: Bearer" on every call; sessionInfo makes the SDK read
+  // GetUserInfo and /r/test instead of Logon's answer.
+  await step('ims_bearer', async () => {
+    const ims = await sdk.init(sdk.ConnectionParameters.ofImsBearerToken(url, apiToken,
+      { timeout: CALL_TIMEOUT_MS, sessionInfo: true }));
+    await ims.logon();
+    const uuid = await ims.NLWS.xtkSession.ingest({ xtkschema: STAGING, testcol1: 'ims bearer' });
+    const info = ims.getSessionInfo();
+    const result = { isLogged: ims.isLogged(), login: info.userInfo.login, build: info.serverInfo.buildNumber, uuid };
+    await ims.logoff();
+    return result;
+  });
+  await step('ims_bearer_forged', async () => {
+    const ims = await sdk.init(sdk.ConnectionParameters.ofImsBearerToken(url, 'forged-token', { timeout: CALL_TIMEOUT_MS }));
+    await ims.logon();
+    return ims.NLWS.xtkSession.ingest({ xtkschema: STAGING, testcol1: 'forged ims' });
+  });
+  // "login/password" as the session token (the server allows it for this run: SOAP_ALLOW_USER_PASSWORD).
+  await step('session_token_user_password', async () => {
+    const c = await sdk.init(sdk.ConnectionParameters.ofSessionToken(url, `${user}/${password}`, { timeout: CALL_TIMEOUT_MS }));
+    await c.logon();
+    return c.NLWS.xtkSession.ingest({ xtkschema: STAGING, testcol1: 'user/password' });
+  });
+  await step('session_token_user_password_forged', async () => {
+    const c = await sdk.init(sdk.ConnectionParameters.ofSessionToken(url, `${user}/wrong`, { timeout: CALL_TIMEOUT_MS }));
+    await c.logon();
+    return c.NLWS.xtkSession.ingest({ xtkschema: STAGING, testcol1: 'wrong password' });
+  });
 
   // Logoff revokes the session on the server: the old tokens, replayed by a fresh client, are refused.
   const revokedSession = client._sessionToken;

@@ -21,7 +21,10 @@ from django.contrib.auth.models import Permission
 from django.db import connections
 from django.utils import timezone
 
+from rest_framework.authtoken.models import Token
+
 from staging import ddl, services
+from staging.options import Option, options_seed
 from tests.conftest import BOTH_DATABASES
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
@@ -53,7 +56,8 @@ UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]
 def _user_with_ingest_rights(username: str, password: str):
     user = get_user_model().objects.create_user(username=username, password=password)
     user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="staging", codename__in=["ingest", "write_cloud"])
+        *Permission.objects.filter(content_type__app_label="staging",
+                                   codename__in=["ingest", "write_cloud", "change_option"])
     )
     return user
 
@@ -98,13 +102,13 @@ def _pump(stream, sink):
     sink(None)
 
 
-def run_conformance(node: str, sdk_dir, url: str, on_expiry_ready) -> NodeRun:
+def run_conformance(node: str, sdk_dir, url: str, api_token: str, on_expiry_ready) -> NodeRun:
     """Run conformance.js; call `on_expiry_ready()` when it asks, then let it go on."""
     run = NodeRun()
     env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"  # axios honours proxy variables
     process = subprocess.Popen(
-        [node, str(sdk_dir / "conformance.js"), url, USER, PASSWORD, EXPIRY_USER, EXPIRY_PASSWORD],
+        [node, str(sdk_dir / "conformance.js"), url, USER, PASSWORD, EXPIRY_USER, EXPIRY_PASSWORD, api_token],
         cwd=sdk_dir, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, encoding="utf-8",
     )
@@ -197,13 +201,17 @@ def test_adobe_sdk_drives_logon_ingest_ingestext_write_faults_and_logoff(
     # live_server listens on 127.0.0.1; "localhost" may resolve to ::1 first in node.
     url = live_server.url.replace("://localhost:", "://127.0.0.1:")
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "127.0.0.1"]
+    settings.SOAP_ALLOW_USER_PASSWORD = True  # for the "login/password" session-token mode
     user = _user_with_ingest_rights(USER, PASSWORD)
+    api_token = Token.objects.create(user=user).key
+    options_seed()
     expiring_user = _user_with_ingest_rights(EXPIRY_USER, EXPIRY_PASSWORD)
     schema = _sample_schema_staged()
     description = schema.description
     expired = []
 
-    run = run_conformance(node_path, sdk_dir, url, lambda: expired.append(_expire_sessions_of(expiring_user)))
+    run = run_conformance(node_path, sdk_dir, url, api_token,
+                          lambda: expired.append(_expire_sessions_of(expiring_user)))
     print(run.transcript())  # shown by pytest when anything below fails
     steps = run.steps
     staged = staged_rows(description)
@@ -307,7 +315,55 @@ def test_adobe_sdk_drives_logon_ingest_ingestext_write_faults_and_logoff(
         assert (error["statusCode"], error["errorCode"]) == (401, "SDK-000012"), error
         assert "after logoff" not in staged_by_testcol1
 
+    with subtests.test(msg="getSchema: the compiled staging schema with its attributes and types"):
+        value = returned("get_schema")
+        assert (value["namespace"], value["name"], value["label"]) == ("dem", "sampleTableStg",
+                                                                       "Sample Table (Staging)")
+        assert value["attributes"] == [["id", "uuid"], ["testcol1", "string"], ["testcol2", "string"]]
+
+    with subtests.test(msg="application.getSchema: the SDK's schema object, root, children and key"):
+        assert returned("application_get_schema") == {
+            "id": "dem:sampleTable", "rootLabel": "Sample Table", "mappingType": "sql",
+            "children": ["@id", "@testcol1", "@testcol2"], "keyFields": ["@id"]}
+
+    with subtests.test(msg="getSchema of an unknown schema is null, not an error"):
+        assert returned("get_schema_unknown") is None
+
+    with subtests.test(msg="getOption / setOption"):
+        assert returned("get_option") == Option.objects.get(name="XtkDatabaseId").string_value
+        assert returned("get_option_unknown") is None
+        assert returned("set_option") == "set by the SDK"
+        option = Option.objects.get(name="ConformanceOption")
+        assert (option.data_type, option.string_value) == (6, "set by the SDK")
+
+    with subtests.test(msg="test() and ping()"):
+        value = returned("test")
+        assert (value["status"], value["build"], value["instance"]) == ("OK", "9999", "campaign-staging")
+        value = returned("ping")
+        assert value["status"] == "OK" and re.match(r"\d{4}-\d\d-\d\d ", value["timestamp"]), value
+
+    with subtests.test(msg="BearerTokenLogon with an API token: a session, then logoff"):
+        value = returned("bearer_logon")
+        assert (value["isLogged"], value["operator"]) == (True, USER)
+        assert UUID_RE.match(value["uuid"])
+        assert returned("bearer_logoff") == {"isLogged": False}
+        error = thrown("bearer_logon_forged")
+        assert error["statusCode"] == 500 and "Invalid bearer token" in (error["detail"] or ""), error
+
+    with subtests.test(msg="IMS-style bearer: no logon call, Authorization on every call"):
+        value = returned("ims_bearer")
+        assert (value["isLogged"], value["login"], value["build"]) == (True, USER, "9999")
+        assert UUID_RE.match(value["uuid"])
+        error = thrown("ims_bearer_forged")
+        assert (error["statusCode"], error["errorCode"]) == (401, "SDK-000012"), error
+
+    with subtests.test(msg="login/password as the session token (allowed for this run)"):
+        assert UUID_RE.match(returned("session_token_user_password") or "")
+        error = thrown("session_token_user_password_forged")
+        assert (error["statusCode"], error["errorCode"]) == (401, "SDK-000012"), error
+
     with subtests.test(msg="nothing else was staged"):
         assert sorted(staged_by_testcol1, key=str) == sorted(
-            ["json1", "A", "doomed", "coll1", "coll2", "coll3", "after fault", "before expiry"], key=str
+            ["json1", "A", "doomed", "coll1", "coll2", "coll3", "after fault", "before expiry", "bearer",
+             "ims bearer", "user/password"], key=str
         ), staged

@@ -1,7 +1,11 @@
 """xtk:persist#GetEntityIfMoreRecent: how the SDK learns method signatures, and schema documents."""
 
-import pytest
+import re
 
+import pytest
+from lxml import etree
+
+from campaignsite.soap import service_methods
 from staging.soap import SESSION_SCHEMA
 from tests.conftest import BOTH_DATABASES
 from tests.soap.conftest import logon, make_user, sdk_envelope
@@ -45,7 +49,9 @@ def test_xtk_session_schema_declares_the_persist_methods_static_in_an_interface(
     assert ingest_params == [("doc", "DOMDocument", None), ("sUuids", "string", "out")]
     assert [p.get("inout") for p in methods["IngestExt"].iter("{*}param")] == [None]
     session_methods = {m.get("name") for m in schema.find("{*}methods").findall("{*}method")}
-    assert session_methods == {"Logon", "Logoff", "GetServerTime"}
+    assert session_methods == {"Logon", "BearerTokenLogon", "Logoff", "GetServerTime", "GetOption", "GetUserInfo"}
+    # The schema declares exactly what the server answers: a method the SDK learns here is never unknown.
+    assert set(methods) | session_methods == {m.name for m in service_methods("xtk:session")}
 
 
 def test_the_sdk_urn_forms_answer_too(soap, session):
@@ -153,3 +159,50 @@ def test_view_schema_reads_source_and_staging_schemas(soap, viewer_session, samp
         answer = get_entity(soap, viewer_session, f"xtk:schema|{schema_id}")
         assert answer.status == 200, answer.text
         assert list(answer.result("GetEntityIfMoreRecent")[0])[0].get("name") == schema_id.partition(":")[2]
+
+
+def test_a_schema_document_carries_labels_enumerations_and_keys_for_the_sdk(soap, viewer_session):
+    from staging import services
+
+    services.builtin_schemas_load()
+    answer = get_entity(soap, viewer_session, "xtk:schema|nms:recipient")
+
+    (schema,) = list(answer.result("GetEntityIfMoreRecent")[0])
+    assert (schema.get("label"), schema.get("labelSingular"), schema.get("mappingType")) == (
+        "Recipients", "Recipient", "sql")
+    assert re.fullmatch(r"[0-9a-f]{32}", schema.get("md5"))
+    (gender,) = schema.findall("{*}enumeration")
+    assert (gender.get("name"), gender.get("basetype"), gender.get("default")) == ("gender", "byte", "unknown")
+    assert [(v.get("name"), v.get("value"), v.get("label")) for v in gender.findall("{*}value")][:2] == [
+        ("unknown", "0", "Not specified"), ("male", "1", "Male")]
+    element = schema.find("{*}element")
+    attributes = {a.get("name"): a for a in element.findall("{*}attribute")}
+    assert (attributes["gender"].get("type"), attributes["gender"].get("enum")) == ("byte", "gender")
+    assert attributes["email"].get("label") == "Email"
+    assert attributes["created"].get("default") == "GetDate()"
+    assert [k.get("xpath") for k in element.find("{*}key").findall("{*}keyfield")] == ["@id"]
+
+
+def test_the_option_schema_is_served(soap, session):
+    (schema,) = list(get_entity(soap, session, "xtk:schema|xtk:option").result("GetEntityIfMoreRecent")[0])
+
+    assert (schema.get("namespace"), schema.get("name")) == ("xtk", "option")
+    names = [a.get("name") for a in schema.find("{*}element").findall("{*}attribute")]
+    assert names[:3] == ["name", "dataType", "stringValue"]
+    assert schema.find("{*}enumeration").get("name") == "dataType"
+
+
+def test_a_source_schema_is_served_as_stored(soap, viewer_session, sample_schema):
+    answer = get_entity(soap, viewer_session, "xtk:srcSchema|dem:sampleTable")
+
+    (source,) = list(answer.result("GetEntityIfMoreRecent")[0])
+    assert (etree.QName(source).localname, source.get("namespace"), source.get("name")) == (
+        "srcSchema", "dem", "sampleTable")
+    assert [a.get("name") for a in source.find("{*}element").findall("{*}attribute")] == ["testcol1", "testcol2"]
+    assert "<?xml" not in answer.text.partition("?>")[2]  # no second XML declaration inside the answer
+
+
+def test_an_unknown_source_schema_answers_an_empty_document(soap, viewer_session):
+    answer = get_entity(soap, viewer_session, "xtk:srcSchema|dem:nothing")
+
+    assert answer.text == RESPONSE_START + "/></GetEntityIfMoreRecentResponse></SOAP-ENV:Body></SOAP-ENV:Envelope>"

@@ -2,6 +2,7 @@
 
 import pytest
 
+from campaignsite.soap import service_methods
 from tests.conftest import BOTH_DATABASES
 from tests.soap.conftest import staged_rows
 
@@ -20,9 +21,9 @@ def test_wsdl_of_xtk_session_declares_every_method_as_document_literal(soap):
     wsdl = answer.xml()
     assert wsdl.get("targetNamespace") == "urn:xtk:session"
     actions = {op.get("soapAction") for op in wsdl.iter(f"{{{WSDL_SOAP}}}operation")}
-    assert actions == {f"xtk:session#{m}" for m in (
-        "Logon", "Logoff", "GetServerTime", "Ingest", "IngestExt", "Write", "WriteCollection",
-        "GetEntityIfMoreRecent")}
+    assert actions == {f"xtk:session#{m.name}" for m in service_methods("xtk:session")}
+    assert {"Logon", "BearerTokenLogon", "Logoff", "GetServerTime", "GetOption", "GetUserInfo", "Ingest",
+            "IngestExt", "Write", "WriteCollection", "GetEntityIfMoreRecent"} <= {a.partition("#")[2] for a in actions}
     assert {b.get("use") for b in wsdl.iter(f"{{{WSDL_SOAP}}}body")} == {"literal"}
     address = wsdl.find(f".//{{{WSDL_SOAP}}}address").get("location")
     assert address == f"http://{soap.host}:{soap.port}/nl/jsp/soaprouter.jsp"
