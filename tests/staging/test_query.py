@@ -380,7 +380,8 @@ def test_rest_get_get_if_exists_and_count(person, reader):
 
 
 def test_rest_errors_name_the_node_and_column(person, reader):
-    response = post(api_for(reader), {"schema": "qry:person", "operation": "select",
+    client = api_for(reader)
+    response = post(client, {"schema": "qry:person", "operation": "select",
                                       "select": {"node": [{"expr": "@id"}, {"expr": "Lower(@nosuch)"}]}})
     assert response.status_code == 400
     body = response.json()
@@ -388,9 +389,9 @@ def test_rest_errors_name_the_node_and_column(person, reader):
     problem = body["problems"][0]
     assert problem["attribute"] == "select/node[2]/@expr" and problem["value"] == "Lower(@nosuch)"
     assert "'@nosuch' is not an attribute of qry:person" in problem["message"] and "column 7" in problem["message"]
-    syntax = post(api_for(reader), {"schema": "qry:person", "select": {"node": [{"expr": "@id ="}]}})
+    syntax = post(client, {"schema": "qry:person", "select": {"node": [{"expr": "@id ="}]}})
     assert syntax.status_code == 400 and "ends too early" in syntax.json()["problems"][0]["message"]
-    unknown = post(api_for(reader), {"schema": "qry:person", "select": {"node": [{"expr": "Frobnicate(@id)"}]}})
+    unknown = post(client, {"schema": "qry:person", "select": {"node": [{"expr": "Frobnicate(@id)"}]}})
     assert "unknown function 'Frobnicate' at column 1" in unknown.json()["problems"][0]["message"]
 
 
