@@ -13,7 +13,7 @@ wrote becomes a query parameter, so no caller text is ever formatted into the SQ
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 # lark (pinned in requirements.txt): a maintained LALR parser generator with exact error positions
@@ -201,8 +201,6 @@ def _date_literal(token: Token) -> Literal:
         if zone and zone != "Z":
             sign = -1 if zone[0] == "-" else 1
             digits = zone[1:].replace(":", "")
-            from datetime import timedelta
-
             tz = timezone(sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:])))
         micro = int((fraction or "0").ljust(6, "0"))
         value = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0), micro, tz)

@@ -2,8 +2,8 @@
 
 `conformance.js` plays an existing Campaign integration over real HTTP (pytest-django's live_server):
 logon, Ingest in its JSON and XML forms, IngestExt update and delete, a collection, Write, a fault,
-queries (xtk:queryDef select/get/getIfExists/count), an expired session, logoff. It reports one JSON line per step; each step is asserted on its own
-(subtests) and then against what actually landed in the local and cloud databases.
+queries (xtk:queryDef select/get/getIfExists/count), an expired session, logoff. It reports one JSON
+line per step; each step is asserted on its own (subtests) and then against what actually landed in the local and cloud databases.
 """
 
 import json
@@ -53,7 +53,8 @@ UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]
 def _user_with_ingest_rights(username: str, password: str):
     user = get_user_model().objects.create_user(username=username, password=password)
     user.user_permissions.add(
-        *Permission.objects.filter(content_type__app_label="staging", codename__in=["ingest", "write_cloud", "view_schema"])
+        *Permission.objects.filter(content_type__app_label="staging",
+                                   codename__in=["ingest", "write_cloud", "view_schema"])
     )
     return user
 
