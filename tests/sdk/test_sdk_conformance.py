@@ -3,7 +3,8 @@
 `conformance.js` plays an existing Campaign integration over real HTTP (pytest-django's live_server):
 logon, Ingest in its JSON and XML forms, IngestExt update and delete, a collection, Write, a fault,
 queries (xtk:queryDef select/get/getIfExists/count), an expired session, logoff. It reports one JSON
-line per step; each step is asserted on its own (subtests) and then against what actually landed in the local and cloud databases.
+line per step; each step is asserted on its own (subtests) and then against what actually landed in
+the local and cloud databases.
 """
 
 import json
