@@ -144,6 +144,9 @@ INGEST_MAX_BYTES = env_int("INGEST_MAX_BYTES", 104_857_600, minimum=1024)
 INGEST_MAX_RECORDS = env_int("INGEST_MAX_RECORDS", 100_000, minimum=1)
 # Schema sources are small documents; this bounds what the admin, the API and load_schema accept.
 SCHEMA_MAX_BYTES = env_int("SCHEMA_MAX_BYTES", 1_048_576, minimum=1024)
+# Rows a queryDef select answers when it gives no lineCount, and the most any lineCount may ask for.
+QUERY_DEFAULT_LINE_COUNT = env_int("QUERY_DEFAULT_LINE_COUNT", 10_000, minimum=1)
+QUERY_MAX_LINE_COUNT = env_int("QUERY_MAX_LINE_COUNT", 100_000, minimum=QUERY_DEFAULT_LINE_COUNT)
 
 # Ingest bodies are read by our own bounded readers, so Django's form-oriented cap must not
 # reject them first; admin forms are small and stay far below this.

@@ -4,10 +4,12 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from django.db import connections
+from django.conf import settings
+from django.db import DatabaseError, connections, transaction
+from django.utils import timezone as dj_timezone
 
-from campaignsite.errors import Forbidden, InvalidInput, Problem, Unauthenticated
-from staging import ddl
+from campaignsite.errors import Conflict, Forbidden, InvalidInput, NotFound, Problem, Unauthenticated
+from staging import ddl, query
 from staging.models import Schema, SyncRun
 from staging.srcschema import STAGING_SUFFIX
 
@@ -397,3 +399,96 @@ def sync_runs_since(*, since: datetime, with_rows_only: bool = False, limit: int
     if with_rows_only:
         runs = runs.filter(sent__gt=0)
     return list(reversed(runs.order_by("-started_at", "-pk")[:limit]))
+
+
+# --- Queries (xtk:queryDef#ExecuteQuery, POST /api/v1/query/) --------------------------------------
+
+# What a staging schema's queries may read besides its business attributes: Campaign's own
+# technical fields of a staging record.
+QUERY_STAGING_ATTRIBUTES = {"delete": (ddl.COL_DELETE, "boolean"), "lastModified": (ddl.COL_LAST_MODIFIED, "datetime")}
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    compiled: "query.CompiledQuery"
+    rows: list  # fetched tuples, in the order of compiled.outputs; for count, one tuple (count,)
+
+    @property
+    def count(self) -> int:
+        return int(self.rows[0][0]) if self.rows else 0
+
+    def records(self, formatter) -> list[dict]:
+        return query.shape_rows(self.compiled, self.rows, formatter=formatter)
+
+
+def _query_target(schema_id: str, user) -> tuple[query.Target, str]:
+    """The table a query on `schema_id` reads, and its database; checks the caller may read it.
+
+    A source schema (`dem:sampleTable`) reads its own table (the cloud one unless dataSource keeps
+    it local); its staging schema (`dem:sampleTableStg`) reads the staging table. Reading rows needs
+    `staging.view_schema`, as the admin's table browsers do; staged rows may also be read with
+    `staging.ingest`, as the REST list of staged rows allows.
+    """
+    from staging import services
+
+    if user is None or not getattr(user, "is_authenticated", False):
+        raise Unauthenticated("Authentication is required to query schemas.")
+    namespace, _, name = (schema_id or "").partition(":")
+    schema = Schema.objects.filter(namespace=namespace, name=name).first()
+    staging = False
+    if schema is None and name.endswith(STAGING_SUFFIX):
+        schema = Schema.objects.filter(namespace=namespace, name=name[: -len(STAGING_SUFFIX)]).first()
+        staging = schema is not None
+    if schema is None:
+        raise NotFound(f"Unknown schema '{schema_id}'.",
+                       [Problem("name a registered schema, or its staging schema (…Stg)", attribute="schema",
+                                value=schema_id)])
+    allowed = user.has_perm("staging.view_schema") or (staging and user.has_perm("staging.ingest"))
+    if not allowed:
+        needed = "'staging.view_schema' or 'staging.ingest'" if staging else "'staging.view_schema'"
+        raise Forbidden(f"User '{user}' may not read the rows of {schema_id}.",
+                        [Problem(f"grant {needed} to this user or one of its groups (admin: Users)")])
+    if staging and not schema.auto_stg:
+        raise Conflict(f"Staging is not enabled on {schema.schema_id}, so {schema_id} does not exist.",
+                       [Problem(f"query {schema.schema_id} (its cloud table) instead", attribute="schema",
+                                value=schema_id)])
+    services._require_structure(schema)
+    description = schema.description
+    if staging:
+        alias = ddl.LOCAL
+        target = query.Target(description, description.staging_element, description.staging_table,
+                              connections[alias].vendor, QUERY_STAGING_ATTRIBUTES, (ddl.COL_SEQ,))
+    else:
+        alias = ddl.table_alias(description)
+        key = tuple(description.attribute(n).sql_name for n in description.primary_key)
+        target = query.Target(description, description.name, description.sql_table, connections[alias].vendor,
+                              {}, key)
+    return target, alias
+
+
+def query_execute(*, query_def: "query.QueryDef", user) -> QueryResult:
+    """Run a queryDef (select, get, getIfExists or count) on a schema's table, read-only.
+
+    Raises NotFound for an unknown schema and for `get` when nothing matches, Forbidden without the
+    read permission, InvalidInput for anything wrong in the queryDef (naming the node and column)
+    or refused by the database (e.g. a value that cannot be converted).
+    """
+    target, alias = _query_target(query_def.schema, user)
+    compiled = query.compile_query(
+        query_def, target, default_line_count=settings.QUERY_DEFAULT_LINE_COUNT,
+        max_line_count=settings.QUERY_MAX_LINE_COUNT, now=dj_timezone.now(),
+    )
+    try:
+        # A savepoint, so a statement PostgreSQL refuses does not spoil an enclosing transaction.
+        with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+            cursor.execute(compiled.sql, list(compiled.params))
+            rows = cursor.fetchmany(compiled.limit)
+    except DatabaseError as error:
+        raise InvalidInput(f"The database refused the query on {query_def.schema}.",
+                           [Problem(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
+                                    attribute="queryDef")]) from None
+    if compiled.operation == "get" and not rows:
+        raise NotFound(f"The query on {query_def.schema} found no record (operation 'get').",
+                       [Problem("use operation 'getIfExists' to get an empty answer instead", attribute="operation",
+                                value="get")])
+    return QueryResult(compiled, list(rows))

@@ -23,8 +23,9 @@ from staging import services
 from staging.logons import logon_authenticate
 from staging.models import Schema
 from staging.options import OPTION_SCHEMA_ID, OPTION_SRCSCHEMA, option_get, options_write
+from staging.query import campaign_text, query_def_from_xml
 from staging.records import records_from_xml
-from staging.selectors import schema_read_require
+from staging.selectors import query_execute, schema_read_require
 from staging.soap_sessions import soap_session_open, soap_session_revoke
 from staging.srcschema import SchemaDescription, parse_srcschema
 from staging.xml import parse_xml
@@ -322,6 +323,8 @@ def _entity_document(pk: str, *, user) -> str | None:
         return SESSION_SCHEMA  # method signatures only: every client needs them to call Ingest at all
     if schema_id == OPTION_SCHEMA_ID:
         return schema_document(_option_description(), staging=False)
+    if schema_id == QUERY_DEF:
+        return QUERY_DEF_SCHEMA
     schema_read_require(user=user, schema_id=schema_id)
     namespace, _, name = schema_id.partition(":")
     schema = Schema.objects.filter(namespace=namespace, name=name).first()
@@ -432,3 +435,51 @@ def start_replicate_staging_data(call: SoapCall):
                                     attribute="schema")])
     sync_enqueue(schema=schema_id, trigger=SyncRun.Trigger.SOAP, user=call.user)
     return ()
+
+
+# --- xtk:queryDef: reading data back ---------------------------------------------------------
+
+QUERY_DEF = "xtk:queryDef"
+
+# What the SDK needs to call ExecuteQuery: a non-static (const) method whose "this" is the queryDef
+# document, answering one DOM document.
+_QUERY_DEF_SCHEMA_BODY = """
+  <element name="queryDef"/>
+  <methods>
+    <method const="true" name="ExecuteQuery">
+      <parameters><param desc="Output XML document" inout="out" name="output" type="DOMDocument"/></parameters>
+    </method>
+  </methods>
+"""
+QUERY_DEF_SCHEMA = (
+    '<schema namespace="xtk" name="queryDef" entitySchema="xtk:schema" xtkschema="xtk:schema" label="Queries" '
+    f'md5="{hashlib.md5(_QUERY_DEF_SCHEMA_BODY.encode()).hexdigest()}">{_QUERY_DEF_SCHEMA_BODY}</schema>'
+)
+
+
+def _record_xml(tag: str, record: dict, attrs: dict | None = None) -> str:
+    values = {name: value for name, value in record.items() if not isinstance(value, dict)}
+    children = "".join(_record_xml(name, value) for name, value in record.items() if isinstance(value, dict))
+    return xml_element(tag, {**(attrs or {}), **values}, children)
+
+
+def query_output(result) -> str:
+    """The answer element Campaign writes: `<x-collection>` (select), `<x .../>` (get, getIfExists,
+    empty when nothing matched), `<x count="N"/>` (count). Never empty: the SDK reads its root.
+    """
+    compiled = result.compiled
+    element = compiled.element
+    if compiled.operation == "count":
+        return xml_element(element, {"count": str(result.count)})
+    records = result.records(campaign_text)
+    if compiled.operation == "select":
+        return xml_element(f"{element}-collection", content="".join(_record_xml(element, r) for r in records))
+    return _record_xml(element, records[0]) if records else xml_element(element)
+
+
+@soap_method(QUERY_DEF, "ExecuteQuery", params=(("document", "DOMDocument"),),
+             returns=(("pdomOutput", "DOMDocument"),))
+def execute_query(call: SoapCall):
+    """Run the queryDef sent as the method's first document (the SDK names it <document>)."""
+    query_def = query_def_from_xml(call.document("document", "entity", "queryDef"))
+    return (query_output(query_execute(query_def=query_def, user=call.user)),)

@@ -50,3 +50,8 @@ urlpatterns += [
     path("staging/<schema_id:schema_id>/rows/discard-failed/", sync.DiscardFailedRowsView.as_view(),
          name="staging-rows-discard-failed"),
 ]
+
+# Queries (staging.api.query).
+from staging.api import query  # noqa: E402
+
+urlpatterns += [path("query/", query.QueryView.as_view(), name="query")]

@@ -120,6 +120,32 @@ async function main() {
   // The main session must still work after a fault.
   await step('ingest_after_fault', () => NLWS.xtkSession.ingest({ xtkschema: STAGING, testcol1: 'after fault' }));
 
+  // Reading back with xtk:queryDef#ExecuteQuery (the SDK first fetches the xtk:queryDef schema).
+  const query = (queryDef) => NLWS.xtkQueryDef.create(queryDef).executeQuery();
+  await step('query_select_paged', () => query({
+    schema: STAGING, operation: 'select', lineCount: 2, startLine: 1,
+    select: { node: [{ expr: '@testcol1' }, { expr: '@testcol2', alias: '@second' }] },
+    where: { condition: [{ expr: "@testcol1 LIKE 'coll%'", boolOperator: 'OR' }, { expr: "@testcol1 = 'A'" }] },
+    orderBy: { node: [{ expr: '@testcol1', sortDesc: true }] },
+  }));
+  await step('query_get', () => query({
+    schema: 'dem:sampleTable', operation: 'get', select: { node: [{ expr: '@id' }, { expr: 'Upper(@testcol1)', alias: '@upper' }] },
+    where: { condition: [{ expr: "@id = 'W1'" }] },
+  }));
+  await step('query_get_if_exists_miss', () => query({
+    schema: 'dem:sampleTable', operation: 'getIfExists', select: { node: [{ expr: '@id' }] },
+    where: { condition: [{ expr: "@id = 'NOPE'" }] },
+  }));
+  await step('query_get_miss', () => query({
+    schema: 'dem:sampleTable', operation: 'get', select: { node: [{ expr: '@id' }] },
+    where: { condition: [{ expr: "@id = 'NOPE'" }] },
+  }));
+  await step('query_count', () => query({ schema: STAGING, operation: 'count', where: { condition: [{ expr: '@delete = 0' }] } }));
+  await step('query_empty_select', () => query({
+    schema: STAGING, operation: 'select', select: { node: [{ expr: '@id' }] }, where: { condition: [{ expr: "@id = 'NOPE'" }] },
+  }));
+  await step('query_bad_attribute', () => query({ schema: STAGING, operation: 'select', select: { node: [{ expr: '@nosuch' }] } }));
+
   // Expired session: a second client, logged on as another user whose sessions pytest expires.
   const expiring = await connect(expiryUser, expiryPassword);
   await step('expiry_logon', async () => {

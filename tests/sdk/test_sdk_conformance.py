@@ -2,8 +2,9 @@
 
 `conformance.js` plays an existing Campaign integration over real HTTP (pytest-django's live_server):
 logon, Ingest in its JSON and XML forms, IngestExt update and delete, a collection, Write, a fault,
-an expired session, logoff. It reports one JSON line per step; each step is asserted on its own
-(subtests) and then against what actually landed in the local and cloud databases.
+queries (xtk:queryDef select/get/getIfExists/count), an expired session, logoff. It reports one JSON
+line per step; each step is asserted on its own (subtests) and then against what actually landed in
+the local and cloud databases.
 """
 
 import json
@@ -57,7 +58,7 @@ def _user_with_ingest_rights(username: str, password: str):
     user = get_user_model().objects.create_user(username=username, password=password)
     user.user_permissions.add(
         *Permission.objects.filter(content_type__app_label="staging",
-                                   codename__in=["ingest", "write_cloud", "change_option"])
+                                   codename__in=["ingest", "write_cloud", "change_option", "view_schema"])
     )
     return user
 
@@ -296,6 +297,29 @@ def test_adobe_sdk_drives_logon_ingest_ingestext_write_faults_and_logoff(
         assert "nosuchattr" in error["detail"] and "boom" in error["detail"], "name the attribute and value"
         assert "never stored" not in staged_by_testcol1
         assert UUID_RE.match(returned("ingest_after_fault") or ""), "the session should survive a fault"
+
+    with subtests.test(msg="queryDef select: where (OR), orderBy desc, lineCount/startLine, alias"):
+        assert returned("query_select_paged") == {"sampleTableStg": [
+            {"testcol1": "coll2", "second": "x"}, {"testcol1": "coll1", "second": ""}]}
+
+    with subtests.test(msg="queryDef get on the source schema reads the cloud table"):
+        assert returned("query_get") == {"id": "W1", "upper": "W"}
+
+    with subtests.test(msg="queryDef getIfExists miss is null, get miss is a CampaignException"):
+        assert returned("query_get_if_exists_miss") is None
+        error = thrown("query_get_miss")
+        assert error["statusCode"] == 500 and "CST-404000" in (error["detail"] or ""), error
+
+    with subtests.test(msg="queryDef count on the staging schema, with its technical @delete"):
+        # json1, A, coll1, coll2, coll3, after fault; the staged delete of DEL00001 is left out.
+        assert returned("query_count") == {"count": "6"}
+
+    with subtests.test(msg="queryDef select with no match is an empty array"):
+        assert returned("query_empty_select") == {"sampleTableStg": []}
+
+    with subtests.test(msg="queryDef with an unknown attribute is a fault naming it"):
+        error = thrown("query_bad_attribute")
+        assert error["statusCode"] == 500 and "'@nosuch' is not an attribute" in (error["detail"] or ""), error
 
     with subtests.test(msg="expired session: the SDK's 401 SDK-000012, nothing stored"):
         assert UUID_RE.match(returned("expiry_logon") or "")
