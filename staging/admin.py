@@ -682,6 +682,10 @@ class SyncRunAdmin(ReadOnlyAdmin):
     class Media:
         css = {"all": ("staging/admin.css",)}
 
+    def changelist_view(self, request, extra_context=None):
+        sync.sync_runs_close_lost()  # a killed worker's run shows failed here too, not running
+        return super().changelist_view(request, extra_context)
+
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: SyncRun) -> str:
         return format_html('<span class="staging-badge staging-badge--{}">{}</span>', obj.status, obj.status)

@@ -58,6 +58,8 @@ OP_DELETE = "delete"
 # Staged schemas whose rows are requests consumed by their own processor instead of being copied
 # to the cloud table: nms:subscriptionRcp is the opt-in/opt-out request log (subscriptions app).
 PROCESSED_ELSEWHERE = {"nms:subscriptionRcp": "subscriptions (manage.py process_subscriptions)"}
+# The lease each such processor holds while it runs (its runs are SyncRuns of that schema too).
+PROCESSOR_LEASES = {"nms:subscriptionRcp": "process:nms:subscriptionRcp"}
 
 
 class SyncRefused(Conflict):
@@ -81,28 +83,95 @@ def _holder_is_dead(holder: str) -> bool:
     return False
 
 
+def run_holder(run: SyncRun) -> str:
+    """The lease holder of a run of this process: "host:pid:run_pk"."""
+    return f"{socket.gethostname()}:{os.getpid()}:{run.pk}"
+
+
+def _run_pk_of(holder: str) -> int | None:
+    last = holder.rsplit(":", 2)[-1] if holder.count(":") >= 2 else ""
+    return int(last) if last.isdigit() else None
+
+
+# Recorded on a run whose process died (SIGKILL, lost machine) before it could record its own end.
+WORKER_LOST = ("worker lost: the process running this synchronization stopped before it finished; "
+               "rows it had not recorded stay pending and the next run completes them")
+
+
+def _close_lost(run_pks) -> int:
+    """Mark these runs failed (worker lost) if they are still `running`; a conditional UPDATE, so a run
+    that recorded its own end meanwhile keeps it."""
+    return SyncRun.objects.filter(pk__in=run_pks, status=SyncRun.Status.RUNNING).update(
+        status=SyncRun.Status.FAILED, error=WORKER_LOST, finished_at=timezone.now())
+
+
 def lease_acquire(*, name: str, holder: str, seconds: int = LEASE_SECONDS) -> bool:
     """Take the lease `name` for `holder`; False if someone else holds a live one.
 
     A conditional UPDATE whose row count is checked: atomic on PostgreSQL and on SQLite alike, so it
-    works where SELECT ... FOR UPDATE does not (SQLite).
+    works where SELECT ... FOR UPDATE does not (SQLite). Taking over an expired or dead holder's lease
+    closes that holder's run (failed, `WORKER_LOST`).
     """
     now = timezone.now()
     SyncLease.objects.get_or_create(name=name, defaults={"holder": "", "expires_at": now})
     leases = SyncLease.objects.filter(name=name)
     expires = now + timedelta(seconds=seconds)
+    previous = leases.values_list("holder", flat=True).first() or ""
     if leases.filter(expires_at__lte=now).update(holder=holder, expires_at=expires):
+        _close_previous(previous, holder)
         return True
     if leases.filter(holder=holder).update(expires_at=expires):
         return True
     current = leases.values_list("holder", flat=True).first()
     if current and _holder_is_dead(current):
-        return bool(leases.filter(holder=current).update(holder=holder, expires_at=expires))
+        if leases.filter(holder=current).update(holder=holder, expires_at=expires):
+            _close_previous(current, holder)
+            return True
     return False
+
+
+def _close_previous(previous: str, holder: str) -> None:
+    # A released lease has no holder; only a holder that never released it (crashed) left a run open.
+    run_pk = _run_pk_of(previous) if previous and previous != holder else None
+    if run_pk is not None:
+        _close_lost([run_pk])
 
 
 def lease_release(*, name: str, holder: str) -> None:
     SyncLease.objects.filter(name=name, holder=holder).update(holder="", expires_at=timezone.now())
+
+
+def lease_name(schema_id: str) -> str:
+    """The lease a run of `schema_id` holds: the subscription processor's for its request log, else the sync's."""
+    return PROCESSOR_LEASES.get(schema_id, f"sync:{schema_id}")
+
+
+LOST_GRACE_SECONDS = 60  # a run is created a moment before it takes its lease: not lost in that moment
+
+
+def sync_runs_close_lost() -> int:
+    """Mark failed (`WORKER_LOST`) every run still `running` whose process is gone; returns how many.
+
+    A run is gone when its lease names it but the lease expired or its process is dead on this host,
+    or when the lease no longer names it (taken over or released) well after the run started. Cheap:
+    the running runs (a handful) and their leases. The dashboard, staging_status and the scheduled
+    sync call it, so a killed worker's run does not stay `running` for ever.
+    """
+    now = timezone.now()
+    running = list(SyncRun.objects.filter(status=SyncRun.Status.RUNNING).values_list("pk", "schema", "started_at"))
+    if not running:
+        return 0
+    leases = {lease.name: lease for lease in SyncLease.objects.filter(name__in={lease_name(s) for _, s, _ in running})}
+    lost = []
+    for pk, schema_id, started_at in running:
+        lease = leases.get(lease_name(schema_id))
+        holds = lease is not None and _run_pk_of(lease.holder) == pk
+        if holds:
+            if lease.expires_at <= now or _holder_is_dead(lease.holder):
+                lost.append(pk)
+        elif started_at < now - timedelta(seconds=LOST_GRACE_SECONDS):
+            lost.append(pk)
+    return _close_lost(lost) if lost else 0
 
 
 # --- Counts and tables ----------------------------------------------------------------------
@@ -532,8 +601,8 @@ def staging_sync(*, schema: Schema, trigger: str, batch_size: int = BATCH_SIZE, 
     `busy` run) and safe to re-run after a crash at any point. `on_batch(counts)` reports progress.
     """
     run = SyncRun.objects.create(schema=schema.schema_id, trigger=trigger)
-    holder = f"{socket.gethostname()}:{os.getpid()}:{run.pk}"
-    lease = f"sync:{schema.schema_id}"
+    holder = run_holder(run)
+    lease = lease_name(schema.schema_id)
     if not lease_acquire(name=lease, holder=holder):
         return _finish(run, Counts(), SyncRun.Status.BUSY, "Another synchronization of this schema is running.")
     counts = Counts()
@@ -593,7 +662,8 @@ def staged_schemas() -> list[Schema]:
 
 
 def staging_sync_all(*, trigger: str, batch_size: int = BATCH_SIZE) -> list[SyncRun]:
-    """Synchronize every staged schema, one after the other."""
+    """Synchronize every staged schema, one after the other (first closing runs whose worker died)."""
+    sync_runs_close_lost()
     return [staging_sync(schema=s, trigger=trigger, batch_size=batch_size) for s in staged_schemas()]
 
 

@@ -41,7 +41,7 @@ from staging import ddl
 from staging import services as staging_services
 from staging.models import Schema, StructureState, SyncLedger, SyncRun
 from staging.records import RecordInput
-from staging.sync import lease_acquire, lease_release
+from staging.sync import lease_acquire, lease_name, lease_release, run_holder
 from subscriptions.models import Service, Subscription, SubscriptionHistory
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ logger = logging.getLogger(__name__)
 REQUEST_SCHEMA = "nms:subscriptionRcp"
 REQUEST_STAGING_ID = "nms:subscriptionRcpStg"
 RECIPIENT_SCHEMA = "nms:recipient"
-LEASE = "process:nms:subscriptionRcp"
+LEASE = lease_name(REQUEST_SCHEMA)
 BATCH_SIZE = 1000
 LOOKUP_CHUNK = 500  # values per IN (...): far below SQLite's bound-parameter limit
 CONFIRM_SALT = "subscriptions.confirm"
@@ -419,7 +419,7 @@ def subscriptions_process(*, trigger: str = SyncRun.Trigger.COMMAND, batch_size:
     and after a crash at any point (ledger). `on_batch(counts)` reports progress.
     """
     run = SyncRun.objects.create(schema=REQUEST_SCHEMA, trigger=trigger)
-    holder = f"{socket.gethostname()}:{os.getpid()}:{run.pk}"
+    holder = run_holder(run)
     if not lease_acquire(name=LEASE, holder=holder):
         return _finish(run, Counts(), SyncRun.Status.BUSY, "Another processing of subscription requests is running.")
     counts = Counts()
