@@ -4,6 +4,7 @@ import html
 import re
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.db import connections
 from django.urls import reverse
@@ -249,6 +250,48 @@ def test_list_toggle_error_is_shown_in_the_row(superuser_client):
     assert 'class="errorlist' in page_text(response)
     local.refresh_from_db()
     assert not local.auto_stg
+
+
+def list_post(*changes: tuple[Schema, bool]) -> dict:
+    """The changelist's save with one row per (schema, ticked)."""
+    data = {"form-TOTAL_FORMS": str(len(changes)), "form-INITIAL_FORMS": str(len(changes)),
+            "form-MIN_NUM_FORMS": "0", "form-MAX_NUM_FORMS": "1000", "_save": "Save"}
+    for index, (schema, ticked) in enumerate(changes):
+        data[f"form-{index}-id"] = str(schema.pk)
+        if ticked:
+            data[f"form-{index}-auto_stg"] = "on"
+    return data
+
+
+def test_list_save_changes_no_row_when_the_service_refuses_one_and_shows_the_error_on_that_row(superuser_client,
+                                                                                                sample):
+    no_uuid = services.schema_create(source=schema_xml(element_attrs='autopk="true"', name="nouuid"))
+
+    response = superuser_client.post(CHANGELIST, list_post((sample, True), (no_uuid, True)))
+
+    assert response.status_code == 200
+    sample.refresh_from_db()
+    no_uuid.refresh_from_db()
+    assert not sample.auto_stg and 'autoStg="true"' not in sample.source  # the first row was not kept
+    assert not no_uuid.auto_stg
+    errors = {form.instance.pk: form.errors for form in response.context["cl"].formset.forms}
+    assert errors[sample.pk] == {}
+    assert "autouuid" in str(errors[no_uuid.pk]["auto_stg"])
+    assert not LogEntry.objects.exists()
+
+
+def test_list_save_applies_every_changed_row_and_logs_each_change(superuser_client, sample):
+    other = services.schema_create(source=schema_xml(name="other"))
+
+    response = superuser_client.post(CHANGELIST, list_post((sample, True), (other, True)))
+
+    assert response.status_code == 302
+    sample.refresh_from_db()
+    other.refresh_from_db()
+    assert sample.auto_stg and other.auto_stg
+    logged = {(entry.object_id, entry.get_change_message()) for entry in LogEntry.objects.all()}
+    assert logged == {(str(sample.pk), "Changed AutoStg."), (str(other.pk), "Changed AutoStg.")}
+    assert sample.modified_by.username == "admin"
 
 
 def test_enable_staging_action_rewrites_the_source_and_says_to_update(superuser_client, sample):
