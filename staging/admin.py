@@ -235,12 +235,12 @@ class SchemaAdmin(admin.ModelAdmin):
         return super().has_delete_permission(request, obj)
 
     def delete_model(self, request, obj):
-        services.schema_delete(schema=obj)
+        services.schema_delete(schema=obj, user=request.user)
 
     def delete_queryset(self, request, queryset):
         for schema in queryset:
             try:
-                services.schema_delete(schema=schema)
+                services.schema_delete(schema=schema, user=request.user)
             except DomainError as exc:
                 self.message_user(request, exc.detail, messages.ERROR)
 
@@ -450,7 +450,7 @@ class SchemaAdmin(admin.ModelAdmin):
 
     def _apply_structure(self, request, schema: Schema, confirmed: bool) -> None:
         try:
-            plan = services.structure_update(schema=schema, confirm_destructive=confirmed)
+            plan = services.structure_update(schema=schema, confirm_destructive=confirmed, user=request.user)
         except DomainError as error:
             messages.error(request, _error_message(schema, error))
             return
@@ -654,7 +654,7 @@ class SchemaAdmin(admin.ModelAdmin):
         if request.POST.get("confirm") == "yes":
             service = sync.failed_rows_retry if action == "retry" else sync.failed_rows_discard
             try:
-                changed = service(schema=schema, seqs=chosen)
+                changed = service(schema=schema, seqs=chosen, user=request.user)
             except DomainError as error:
                 messages.error(request, _error_message(schema, error))
                 return HttpResponseRedirect(back)

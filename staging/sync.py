@@ -38,7 +38,8 @@ from django.db import DatabaseError, DataError, IntegrityError, connections, res
 from django.utils import timezone
 
 from campaignsite.db import retry_on_deadlock
-from campaignsite.errors import Conflict, Forbidden, InvalidInput, Problem, Unauthenticated
+from campaignsite.errors import Conflict, InvalidInput, Problem
+from campaignsite.permissions import permission_require
 from staging import ddl
 from staging.ddl import quote
 from staging.models import Schema, StructureState, SyncLease, SyncLedger, SyncRun
@@ -594,12 +595,14 @@ def _tables_for(schema: Schema) -> _Tables:
     return _Tables(schema.description)
 
 
-def staging_sync(*, schema: Schema, trigger: str, batch_size: int = BATCH_SIZE, on_batch=None) -> SyncRun:
+def staging_sync(*, schema: Schema, trigger: str, user, batch_size: int = BATCH_SIZE, on_batch=None) -> SyncRun:
     """Synchronize the pending staged rows of `schema` into its cloud table; returns the recorded run.
 
-    Safe to run at once from several processes (the lease lets one through; the others record a
-    `busy` run) and safe to re-run after a crash at any point. `on_batch(counts)` reports progress.
+    Needs `staging.run_sync` (commands and tasks pass SYSTEM). Safe to run at once from several
+    processes (the lease lets one through; the others record a `busy` run) and safe to re-run after a
+    crash at any point. `on_batch(counts)` reports progress.
     """
+    sync_permission_require(user=user)
     run = SyncRun.objects.create(schema=schema.schema_id, trigger=trigger)
     holder = run_holder(run)
     lease = lease_name(schema.schema_id)
@@ -661,10 +664,12 @@ def staged_schemas() -> list[Schema]:
     return [s for s in schemas if s.schema_id not in PROCESSED_ELSEWHERE]
 
 
-def staging_sync_all(*, trigger: str, batch_size: int = BATCH_SIZE) -> list[SyncRun]:
-    """Synchronize every staged schema, one after the other (first closing runs whose worker died)."""
+def staging_sync_all(*, trigger: str, user, batch_size: int = BATCH_SIZE) -> list[SyncRun]:
+    """Synchronize every staged schema, one after the other (first closing runs whose worker died).
+    Needs `staging.run_sync`."""
+    sync_permission_require(user=user)
     sync_runs_close_lost()
-    return [staging_sync(schema=s, trigger=trigger, batch_size=batch_size) for s in staged_schemas()]
+    return [staging_sync(schema=s, trigger=trigger, user=user, batch_size=batch_size) for s in staged_schemas()]
 
 
 # --- Manual triggers: queue, never run in the request ------------------------------------------
@@ -674,13 +679,7 @@ SYNC_PERMISSION = "staging.run_sync"
 
 def sync_permission_require(*, user) -> None:
     """Unauthenticated or Forbidden unless `user` may start syncs and change failed rows (staging.run_sync)."""
-    if user is None or not getattr(user, "is_authenticated", False):
-        raise Unauthenticated("Authentication is required to start a synchronization.")
-    if not user.has_perm(SYNC_PERMISSION):
-        raise Forbidden(
-            f"User '{user}' may not start a synchronization or change failed rows.",
-            [Problem(f"grant the permission '{SYNC_PERMISSION}' to this user or one of its groups (admin: Users)")],
-        )
+    permission_require(user, SYNC_PERMISSION, "start a synchronization or change failed rows")
 
 
 def _require_syncable(schema: Schema) -> None:
@@ -757,13 +756,15 @@ def _purge_table(table: str, cutoff: datetime, batch_size: int) -> int:
         after = upper
 
 
-def staging_purge(*, older_than_days: int | None = None, batch_size: int = PURGE_BATCH) -> dict[str, int]:
+def staging_purge(*, user, older_than_days: int | None = None, batch_size: int = PURGE_BATCH) -> dict[str, int]:
     """Delete staged rows that reached the cloud (synced or skipped) more than `older_than_days` ago
     (default STAGING_RETENTION_DAYS); returns the count deleted per schema id.
 
     Pending and failed rows are never deleted, however old: they are data not yet in the cloud. Works
     in batches of `batch_size` rows, one short transaction and one DELETE each, so ingestion goes on.
+    Needs `staging.run_sync` (the purge command and the daily task pass SYSTEM).
     """
+    sync_permission_require(user=user)
     days = settings.STAGING_RETENTION_DAYS if older_than_days is None else older_than_days
     if days < 0:
         raise InvalidInput("The retention period cannot be negative.",
@@ -804,10 +805,12 @@ def _failed_rows_update(schema: Schema, seqs, make_sql) -> int:
     return changed
 
 
-def failed_rows_retry(*, schema: Schema, seqs=None) -> int:
+def failed_rows_retry(*, schema: Schema, user, seqs=None) -> int:
     """Make the failed rows of `schema` (all, or those whose sequence is in `seqs`) pending again, so the
-    next sync applies them; returns how many. Attempts are kept, the error is cleared.
+    next sync applies them; returns how many. Attempts are kept, the error is cleared. Needs
+    `staging.run_sync`.
     """
+    sync_permission_require(user=user)
     # A new version: a ledger entry left by a crash must not stamp the old outcome on the retried row.
     return _failed_rows_update(schema, seqs, lambda q, table, where: (
         f"UPDATE {table} SET {q(ddl.COL_STATUS)} = '{ddl.STATUS_PENDING}', {q(ddl.COL_ERROR)} = NULL, "
@@ -815,9 +818,10 @@ def failed_rows_retry(*, schema: Schema, seqs=None) -> int:
     ))
 
 
-def failed_rows_discard(*, schema: Schema, seqs=None) -> int:
+def failed_rows_discard(*, schema: Schema, user, seqs=None) -> int:
     """Delete the failed rows of `schema` (all, or those whose sequence is in `seqs`); returns how many.
 
-    Only failed rows: a row re-ingested since it failed is pending and stays.
+    Only failed rows: a row re-ingested since it failed is pending and stays. Needs `staging.run_sync`.
     """
+    sync_permission_require(user=user)
     return _failed_rows_update(schema, seqs, lambda q, table, where: f"DELETE FROM {table} WHERE {where}")

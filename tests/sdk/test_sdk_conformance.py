@@ -21,6 +21,7 @@ from django.contrib.auth.models import Permission
 from django.db import connections
 from django.utils import timezone
 
+from campaignsite.permissions import SYSTEM
 from staging import ddl, services
 from tests.conftest import BOTH_DATABASES
 
@@ -59,10 +60,10 @@ def _user_with_ingest_rights(username: str, password: str):
 
 
 def _sample_schema_staged():
-    schema = services.schema_create(source=SAMPLE_SCHEMA)
-    services.structure_update(schema=schema)
-    schema = services.schema_set_auto_stg(schema=schema, enabled=True)
-    services.structure_update(schema=schema)
+    schema = services.schema_create(user=SYSTEM, source=SAMPLE_SCHEMA)
+    services.structure_update(user=SYSTEM, schema=schema)
+    schema = services.schema_set_auto_stg(user=SYSTEM, schema=schema, enabled=True)
+    services.structure_update(user=SYSTEM, schema=schema)
     return schema
 
 
