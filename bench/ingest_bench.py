@@ -49,6 +49,7 @@ def setup_django() -> None:
 
 def prepare():
     """The staged sample schema (created once) and a superuser with an API token."""
+    from campaignsite.permissions import SYSTEM
     from django.contrib.auth.models import User
 
     from apitokens.services import api_token_create
@@ -57,8 +58,8 @@ def prepare():
 
     schema = Schema.objects.filter(namespace="dem", name="sampleTable").first()
     if schema is None:
-        schema = services.schema_create(source=SCHEMA)
-    services.structure_update(schema=schema)
+        schema = services.schema_create(user=SYSTEM, source=SCHEMA)
+    services.structure_update(user=SYSTEM, schema=schema)
     user = User.objects.filter(username="bench").first() or User.objects.create_superuser("bench", password=None)
     return schema, user, api_token_create(user=user, name="bench")[1]
 

@@ -38,6 +38,7 @@ def clear(schema) -> None:
 
 def ingest_then_sync(schema, user, n: int) -> tuple[float, float]:
     """(seconds to ingest n records, seconds for the sync that follows); the cloud table ends with n rows."""
+    from campaignsite.permissions import SYSTEM
     from django.conf import settings
 
     from staging import services
@@ -52,7 +53,7 @@ def ingest_then_sync(schema, user, n: int) -> tuple[float, float]:
     schema_id, records = records_from_xml(parse_xml(document, max_bytes=settings.INGEST_MAX_BYTES))
     services.records_ingest(schema_id=schema_id, records=records, user=user)
     ingested = time.perf_counter()
-    run = staging_sync(schema=schema, trigger=SyncRun.Trigger.COMMAND)
+    run = staging_sync(user=SYSTEM, schema=schema, trigger=SyncRun.Trigger.COMMAND)
     synced = time.perf_counter()
     assert run.status == SyncRun.Status.SUCCEEDED and run.inserted == n, (run.status, run.inserted, run.error)
     clear(schema)

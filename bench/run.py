@@ -87,6 +87,7 @@ def configure(*, out_dir: Path) -> dict:
 def setup() -> tuple:
     """Empty PostgreSQL databases, migrate, load the built-in schemas and the sample schema.
     Returns (sample schema, superuser, API token, SOAP session token, SOAP security token)."""
+    from campaignsite.permissions import SYSTEM
     import django
 
     django.setup()
@@ -104,7 +105,7 @@ def setup() -> tuple:
                 cursor.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
         call_command("migrate", database=alias, run_syncdb=True, verbosity=0)
     call_command("createcachetable", verbosity=0)
-    builtin_schemas_load()
+    builtin_schemas_load(user=SYSTEM)
     schema, user, token = ingest_bench.prepare()
     _, session_token, security_token = soap_session_open(user=user)
     return schema, user, token, session_token, security_token

@@ -78,13 +78,14 @@ def prepare(user, n: int):
 
 def process(user, n: int) -> float:
     """Seconds for subscriptions_process over n staged opt-ins; every one becomes a subscription."""
+    from campaignsite.permissions import SYSTEM
     from staging.models import SyncRun
     from subscriptions.models import Subscription
     from subscriptions.services import subscriptions_process
 
     prepare(user, n)
     started = time.perf_counter()
-    run = subscriptions_process(trigger=SyncRun.Trigger.COMMAND)
+    run = subscriptions_process(user=SYSTEM, trigger=SyncRun.Trigger.COMMAND)
     elapsed = time.perf_counter() - started
     assert run.inserted == n and Subscription.objects.count() == n, (run.status, run.inserted, run.error)
     clear()

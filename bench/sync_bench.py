@@ -57,15 +57,16 @@ def setup_django() -> None:
 
 def prepare():
     """The staged sample schema, created once, structure up to date."""
+    from campaignsite.permissions import SYSTEM
     from staging import services
     from staging.models import Schema
 
     schema = Schema.objects.filter(namespace="dem", name="sampleTable").first()
     if schema is None:
-        schema = services.schema_create(source=SCHEMA)
+        schema = services.schema_create(user=SYSTEM, source=SCHEMA)
     if not schema.auto_stg:
-        schema = services.schema_set_auto_stg(schema=schema, enabled=True)
-    services.structure_update(schema=schema)
+        schema = services.schema_set_auto_stg(user=SYSTEM, schema=schema, enabled=True)
+    services.structure_update(user=SYSTEM, schema=schema)
     return schema
 
 
@@ -206,12 +207,13 @@ def raw_postgresql(schema) -> float:
 
 
 def sync_seconds(schema, n: int, batch_size: int | None) -> float:
+    from campaignsite.permissions import SYSTEM
     from staging import sync
     from staging.models import SyncRun
 
     started = time.perf_counter()
     kwargs = {"batch_size": batch_size} if batch_size else {}
-    run = sync.staging_sync(schema=schema, trigger=SyncRun.Trigger.COMMAND, **kwargs)
+    run = sync.staging_sync(schema=schema, trigger=SyncRun.Trigger.COMMAND, user=SYSTEM, **kwargs)
     elapsed = time.perf_counter() - started
     assert run.sent == n and run.failed == 0, (run.status, run.sent, run.failed, run.error)
     return elapsed
@@ -263,6 +265,7 @@ def _high_water_kb() -> int:
 
 def rss_child(batch_size: int | None) -> None:
     """In the fresh process: sync every pending row, print {'sent', 'startup_kb', 'peak_kb', 'seconds'}."""
+    from campaignsite.permissions import SYSTEM
     setup_django()
     from staging import sync
     from staging.models import SyncRun
@@ -272,7 +275,7 @@ def rss_child(batch_size: int | None) -> None:
     startup = _high_water_kb()
     started = time.perf_counter()
     kwargs = {"batch_size": batch_size} if batch_size else {}
-    result = sync.staging_sync(schema=schema, trigger=SyncRun.Trigger.COMMAND, **kwargs)
+    result = sync.staging_sync(schema=schema, trigger=SyncRun.Trigger.COMMAND, user=SYSTEM, **kwargs)
     print(json.dumps({"sent": result.sent, "startup_kb": startup, "peak_kb": _high_water_kb(),
                       "seconds": time.perf_counter() - started}))
 

@@ -1,6 +1,8 @@
 """Settings for Campaign staging: one file, driven by the environment (see docs/configuration.md)."""
 
+import os
 import re
+import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -12,16 +14,54 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 VAR_DIR.mkdir(exist_ok=True)
 
-DEBUG = env_bool("DEBUG", True)
+# Off unless asked for: a served site must not show debug pages (tracebacks, settings) to its clients.
+DEBUG = env_bool("DEBUG", False)
 
-_DEV_SECRET = "dev-only-insecure-secret-key-change-me-in-production-0123456789"
-SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET if DEBUG else "")
-if not SECRET_KEY:
-    raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG=0.")
 
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [])
-if not DEBUG and not ALLOWED_HOSTS:
-    raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG=0 (comma-separated host names).")
+def _secret_key_from_file(path: Path) -> str:
+    """The key stored in `path`, generated there (mode 0600) the first time.
+
+    Written to a private temporary file, then linked into place: link fails if the file exists, so
+    processes starting together (gunicorn workers, the task cluster) all end up with the same key.
+    """
+    if not path.exists():
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(secrets.token_urlsafe(50))
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
+    key = path.read_text().strip()
+    if len(key) < 50:
+        raise ImproperlyConfigured(f"{path} holds a key shorter than 50 characters; delete it to generate a new one "
+                                   "or set SECRET_KEY.")
+    return key
+
+
+# Sessions, CSRF tokens and subscription confirmation links are signed with it: the same on every process.
+SECRET_KEY = env_str("SECRET_KEY", "") or _secret_key_from_file(Path(env_str("SECRET_KEY_FILE",
+                                                                             str(VAR_DIR / "secret_key"))))
+
+# Where `manage.py serve` (make run) listens; "0.0.0.0" or "::" means every interface.
+HOST = env_str("HOST", "127.0.0.1")
+_WILDCARD_HOSTS = {"0.0.0.0", "::", "[::]", ""}
+_LOOPBACK_NAMES = ["127.0.0.1", "localhost", "[::1]"]
+# The loopback names, plus HOST when it names one address; listening on every interface needs the
+# names clients will use, which only the operator knows.
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [])
+if not ALLOWED_HOSTS:
+    if HOST in _WILDCARD_HOSTS:
+        raise ImproperlyConfigured(f"HOST={HOST!r} listens on every interface: set ALLOWED_HOSTS to the host names "
+                                   "clients use to reach this site (comma-separated), e.g. "
+                                   "ALLOWED_HOSTS=campaign.example.com,10.0.0.5")
+    ALLOWED_HOSTS = _LOOPBACK_NAMES + ([f"[{HOST}]" if ":" in HOST else HOST]
+                                       if HOST not in ("127.0.0.1", "localhost", "::1") else [])
+# manage.py serve refuses DEBUG on an address other clients can reach unless this is set.
+ALLOW_DEBUG_ON_PUBLIC_HOST = env_bool("ALLOW_DEBUG_ON_PUBLIC_HOST", False)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -174,8 +214,7 @@ EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 30, minimum=1)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "campaign-staging@localhost")
 
 
-# --- Serving (manage.py serve, used by `make run`) --------------------------------------------
-HOST = env_str("HOST", "127.0.0.1")
+# --- Serving (manage.py serve, used by `make run`; HOST is read with ALLOWED_HOSTS above) ---------
 PORT = env_int("PORT", 8000, minimum=1, maximum=65535)
 WEB_WORKERS = env_int("WEB_WORKERS", 3, minimum=1)
 # Large ingest bodies (up to INGEST_MAX_BYTES) take longer than gunicorn's 30 s default.
@@ -253,10 +292,10 @@ STATIC_ROOT = VAR_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns on every request while collectstatic has not run
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    # Hashed, compressed names from collectstatic's manifest (make run collects); plain names while
+    # there is no manifest yet (tests, a fresh checkout), so pages still render.
+    "staticfiles": {"BACKEND": "campaignsite.staticfiles.ManifestOrPlainStaticFilesStorage"},
 }
-if DEBUG:
-    STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
 LOGGING = {
     "version": 1,
@@ -265,8 +304,12 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
 
-# --- Production hardening (manage.py check --deploy) -----------------------------------------
-if not DEBUG:
+# --- HTTPS (manage.py check --deploy) ----------------------------------------------------------
+# HTTPS=1 when clients reach the site over HTTPS (TLS here or at a proxy that sets X-Forwarded-Proto):
+# redirect plain HTTP, secure cookies, HSTS. Off by default so `make run` works over http://127.0.0.1,
+# where a secure CSRF cookie would never come back and the admin login would fail.
+HTTPS = env_bool("HTTPS", False)
+if HTTPS:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
@@ -274,4 +317,4 @@ if not DEBUG:
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
-    CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])

@@ -1,7 +1,8 @@
 """Schemas and synchronization in the admin: configuration, thin actions, and a few custom views.
 
-Every write goes through a service: the schema forms call schema_create / schema_update /
-schema_set_auto_stg while validating (so their errors land next to the field), the confirmation page
+Every write goes through a service: the schema editor calls schema_create / schema_update /
+schema_set_auto_stg while validating (so their errors land next to the field), the changelist applies
+its autoStg toggles with schema_set_auto_stg in one transaction, all rows or none, the confirmation page
 calls structure_plan then structure_update, "Sync now" queues a run with sync_enqueue (never runs
 it in the request), and retry/discard call failed_rows_retry / failed_rows_discard.
 
@@ -114,6 +115,14 @@ class _PageBacklog:
         return self._by_id.get(schema.schema_id)
 
 
+class _ListRowRefused(Exception):
+    """The service refused the autoStg change of one changelist row (rolls the whole list save back)."""
+
+    def __init__(self, pk: int, error: DomainError):
+        super().__init__(error.message)
+        self.pk, self.error = pk, error
+
+
 def _with_user(form_class, user):
     # Django instantiates admin forms itself, so the user travels on a per-request subclass.
     return type(form_class.__name__, (form_class,), {"user": user})
@@ -177,10 +186,40 @@ class SchemaAdmin(admin.ModelAdmin):
         return _with_user(super().get_form(request, obj, **kwargs), request.user)
 
     def get_changelist_form(self, request, **kwargs):
-        return _with_user(SchemaAutoStgListForm, request.user)
+        form = _with_user(SchemaAutoStgListForm, request.user)
+        form.refusals = getattr(request, "_staging_list_refusals", {})
+        return form
+
+    def changelist_view(self, request, extra_context=None):
+        """The list, whose autoStg toggles are saved all or none.
+
+        Django saves the changed rows of a valid list inside one transaction (save_model, then
+        log_change for each). A row the service refuses raises `_ListRowRefused` out of it, which rolls
+        every row back; the list is then validated again with the refusal on that row, so it is shown
+        as a form error and nothing is saved.
+        """
+        request._staging_reminders = []
+        try:
+            response = super().changelist_view(request, extra_context)
+        except _ListRowRefused as refused:
+            request._staging_list_refusals = {refused.pk: refused.error}
+            request._staging_reminders = []
+            return super().changelist_view(request, extra_context)
+        for schema in request._staging_reminders:
+            self._remind_structure(request, schema)
+        return response
 
     def save_model(self, request, obj, form, change):
-        # The form already saved through the services while it was validated (staging.forms).
+        if isinstance(form, SchemaAutoStgListForm):
+            # `obj` already carries the ticked value (form validation wrote it): give the service the stored row.
+            try:
+                schema = services.schema_set_auto_stg(schema=Schema.objects.get(pk=obj.pk),
+                                                      enabled=form.cleaned_data["auto_stg"], user=request.user)
+            except DomainError as error:
+                raise _ListRowRefused(obj.pk, error) from None
+            request._staging_reminders.append(schema)
+            return
+        # The editor already saved through the services while it was validated (staging.forms).
         self._remind_structure(request, obj)
 
     def _remind_structure(self, request, schema: Schema) -> None:
@@ -197,12 +236,12 @@ class SchemaAdmin(admin.ModelAdmin):
         return super().has_delete_permission(request, obj)
 
     def delete_model(self, request, obj):
-        services.schema_delete(schema=obj)
+        services.schema_delete(schema=obj, user=request.user)
 
     def delete_queryset(self, request, queryset):
         for schema in queryset:
             try:
-                services.schema_delete(schema=schema)
+                services.schema_delete(schema=schema, user=request.user)
             except DomainError as exc:
                 self.message_user(request, exc.detail, messages.ERROR)
 
@@ -412,7 +451,7 @@ class SchemaAdmin(admin.ModelAdmin):
 
     def _apply_structure(self, request, schema: Schema, confirmed: bool) -> None:
         try:
-            plan = services.structure_update(schema=schema, confirm_destructive=confirmed)
+            plan = services.structure_update(schema=schema, confirm_destructive=confirmed, user=request.user)
         except DomainError as error:
             messages.error(request, _error_message(schema, error))
             return
@@ -616,7 +655,7 @@ class SchemaAdmin(admin.ModelAdmin):
         if request.POST.get("confirm") == "yes":
             service = sync.failed_rows_retry if action == "retry" else sync.failed_rows_discard
             try:
-                changed = service(schema=schema, seqs=chosen)
+                changed = service(schema=schema, seqs=chosen, user=request.user)
             except DomainError as error:
                 messages.error(request, _error_message(schema, error))
                 return HttpResponseRedirect(back)
@@ -682,6 +721,10 @@ class SyncRunAdmin(ReadOnlyAdmin):
 
     class Media:
         css = {"all": ("staging/admin.css",)}
+
+    def changelist_view(self, request, extra_context=None):
+        sync.sync_runs_close_lost()  # a killed worker's run shows failed here too, not running
+        return super().changelist_view(request, extra_context)
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: SyncRun) -> str:

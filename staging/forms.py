@@ -1,9 +1,10 @@
 """Admin forms for schemas.
 
 The services are the only judge of a source (parsing, reserved namespaces, id changes, staging
-rules), so these forms validate by calling them: a DomainError becomes form errors next to the
-field, and a clean form means the service has already saved. The admin's changeform and changelist
-views run inside a transaction on the default database, so nothing outlives a failed request.
+rules). The editor validates by calling them: a DomainError becomes form errors next to the field,
+and a clean form means the service has already saved (Django's changeform view runs inside a
+transaction on the default database, so nothing outlives a failed request). The changelist's
+autoStg toggles are applied after the whole list validated, all or none (see SchemaAutoStgListForm).
 """
 
 from django import forms
@@ -76,20 +77,24 @@ class SchemaSourceForm(forms.ModelForm):
 
 
 class SchemaAutoStgListForm(forms.ModelForm):
-    """One row of the changelist: the autoStg toggle, applied through `schema_set_auto_stg`."""
+    """One row of the changelist: the autoStg toggle.
+
+    Validating saves nothing: the admin applies the changed rows through `schema_set_auto_stg` in one
+    transaction after the whole list validated (`SchemaAdmin.save_model`). When the service refuses a
+    row, that transaction is rolled back and the list is validated again with the refusal in
+    `refusals` (schema pk -> DomainError), which puts it on the row.
+    """
 
     class Meta:
         model = Schema
         fields = ("auto_stg",)
 
     user = None  # set by the admin on a per-request subclass
+    refusals: dict = {}
 
     def clean(self):
         cleaned = super().clean()
-        if "auto_stg" not in self.changed_data or self.instance.pk is None:
-            return cleaned
-        try:
-            services.schema_set_auto_stg(schema=self.instance, enabled=cleaned["auto_stg"], user=self.user)
-        except DomainError as error:
-            self.add_error("auto_stg", _errors_of(error))
+        refusal = self.refusals.get(self.instance.pk)
+        if refusal is not None and "auto_stg" in self.changed_data:
+            self.add_error("auto_stg", _errors_of(refusal))
         return cleaned

@@ -139,8 +139,12 @@ def backlog_by_schema() -> list[Backlog]:
     """One Backlog per staged schema (autoStg on), by schema id.
 
     Counts walk the (status, seq) index of pending and failed rows only, never the synced millions;
-    the last run comes from the (schema, started_at) index.
+    the last run comes from the (schema, started_at) index. Runs whose worker died are closed first
+    (`sync_runs_close_lost`), so every view of the backlog shows them failed, not running for ever.
     """
+    from staging.sync import sync_runs_close_lost
+
+    sync_runs_close_lost()
     connection = connections[ddl.LOCAL]
     q = lambda name: ddl.quote(name, connection.vendor)  # noqa: E731
     next_run = next_sync_time()

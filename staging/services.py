@@ -1,4 +1,9 @@
-"""Writes of the staging app. SOAP, REST, commands and the admin all come through here."""
+"""Writes of the staging app. SOAP, REST, commands and the admin all come through here.
+
+Each service that writes takes `user` and checks its permission itself, once (the adapters' own checks
+only answer earlier): the requesting user, or `campaignsite.permissions.SYSTEM` for commands and
+scheduled tasks; None is refused as unauthenticated.
+"""
 
 import re
 from dataclasses import dataclass
@@ -11,9 +16,8 @@ from django.db import IntegrityError, connections, transaction
 from django.utils import timezone
 
 from campaignsite.db import retry_on_deadlock
-from campaignsite.errors import (
-    Conflict, Forbidden, InvalidInput, NotFound, Problem, SchemaInvalid, StructureRefused, TooLarge, Unauthenticated,
-)
+from campaignsite.errors import Conflict, InvalidInput, NotFound, Problem, SchemaInvalid, StructureRefused, TooLarge
+from campaignsite.permissions import acting_user, permission_require
 from staging import ddl
 from staging import records as rec
 from staging.models import Schema, StructureState
@@ -33,7 +37,7 @@ def _apply_source(schema: Schema, source: str, description: SchemaDescription, u
     schema.label = description.label
     schema.auto_stg = description.auto_stg
     schema.target_fingerprint = ddl.fingerprint(ddl.desired_tables(description))
-    schema.modified_by = user if user is not None and user.is_authenticated else None
+    schema.modified_by = acting_user(user)
     schema.__dict__.pop("description", None)
 
 
@@ -49,8 +53,9 @@ def schema_get(*, schema_id: str) -> Schema:
 
 
 @transaction.atomic(using="default")
-def schema_create(*, source: str, user=None, built_in: bool = False) -> Schema:
-    """Register a new schema from its srcSchema XML (structure not applied yet)."""
+def schema_create(*, source: str, user, built_in: bool = False) -> Schema:
+    """Register a new schema from its srcSchema XML (structure not applied yet). Needs `staging.add_schema`."""
+    permission_require(user, "staging.add_schema", "create schemas")
     description = _describe(source, built_in=built_in)
     if Schema.objects.filter(namespace=description.namespace, name=description.name).exists():
         raise Conflict(f"Schema {description.id} already exists; update it instead.")
@@ -60,9 +65,14 @@ def schema_create(*, source: str, user=None, built_in: bool = False) -> Schema:
     return schema
 
 
+def schema_update(*, schema: Schema, source: str, user) -> Schema:
+    """Replace a schema's source. Its id (namespace:name) cannot change. Needs `staging.change_schema`."""
+    permission_require(user, "staging.change_schema", "change schemas")
+    return _schema_update(schema, source, user)
+
+
 @transaction.atomic(using="default")
-def schema_update(*, schema: Schema, source: str, user=None) -> Schema:
-    """Replace a schema's source. Its id (namespace:name) cannot change."""
+def _schema_update(schema: Schema, source: str, user) -> Schema:
     description = _describe(source, built_in=schema.built_in)
     if description.id != schema.schema_id:
         raise SchemaInvalid(
@@ -75,8 +85,9 @@ def schema_update(*, schema: Schema, source: str, user=None) -> Schema:
     return schema
 
 
-def schema_load(*, source: str, user=None, built_in: bool = False) -> tuple[Schema, str]:
-    """Create the schema, or update it when one with the same id exists.
+def schema_load(*, source: str, user, built_in: bool = False) -> tuple[Schema, str]:
+    """Create the schema, or update it when one with the same id exists (needing `staging.add_schema`
+    or `staging.change_schema`).
 
     Returns (schema, outcome) with outcome "created", "updated" or "unchanged".
     """
@@ -84,16 +95,19 @@ def schema_load(*, source: str, user=None, built_in: bool = False) -> tuple[Sche
     existing = Schema.objects.filter(namespace=description.namespace, name=description.name).first()
     if existing is None:
         return schema_create(source=source, user=user, built_in=built_in), "created"
+    permission_require(user, "staging.change_schema", "change schemas")
     if existing.source == source:
         return existing, "unchanged"
-    return schema_update(schema=existing, source=source, user=user), "updated"
+    return _schema_update(existing, source, user), "updated"
 
 
-def schema_delete(*, schema: Schema) -> None:
+def schema_delete(*, schema: Schema, user) -> None:
     """Forget a schema. Its tables stay in the databases: dropping data is a separate, manual step.
 
-    Refused for built-in schemas and while the staging table holds rows not synchronized yet.
+    Refused for built-in schemas and while the staging table holds rows not synchronized yet. Needs
+    `staging.delete_schema`.
     """
+    permission_require(user, "staging.delete_schema", "delete schemas")
     if schema.built_in:
         raise Conflict(
             f"{schema.schema_id} is a built-in schema and cannot be deleted.",
@@ -131,12 +145,14 @@ def set_auto_stg_in_source(source: str, *, name: str, enabled: bool) -> str:
     raise SchemaInvalid(f'The source has no main <element name="{name}">.')
 
 
-def schema_set_auto_stg(*, schema: Schema, enabled: bool, user=None) -> Schema:
-    """Turn staging on or off by rewriting autoStg in the source; the structure update applies it."""
+def schema_set_auto_stg(*, schema: Schema, enabled: bool, user) -> Schema:
+    """Turn staging on or off by rewriting autoStg in the source; the structure update applies it.
+    Needs `staging.change_schema`."""
+    permission_require(user, "staging.change_schema", "change schemas")
     if schema.auto_stg == enabled:
         return schema
     source = set_auto_stg_in_source(schema.source, name=schema.name, enabled=enabled)
-    return schema_update(schema=schema, source=source, user=user)
+    return _schema_update(schema, source, user)
 
 
 def structure_plan(*, schema: Schema) -> ddl.Plan:
@@ -169,15 +185,18 @@ def unsynced_row_count(table: str) -> int:
         return cursor.fetchone()[0]
 
 
-def structure_update(*, schema: Schema, confirm_destructive: bool = False, dry_run: bool = False) -> ddl.Plan:
+def structure_update(*, schema: Schema, user, confirm_destructive: bool = False, dry_run: bool = False) -> ddl.Plan:
     """Plan and apply the DDL for `schema`; returns the plan (applied unless `dry_run`).
 
-    Refuses (StructureRefused) when the plan drops columns or changes types without
-    `confirm_destructive`, and when it would drop a staging table that still holds unsynced rows.
+    Needs `staging.update_structure` (a dry run only `staging.view_schema`). Refuses (StructureRefused)
+    when the plan drops columns or changes types without `confirm_destructive`, and when it would drop
+    a staging table that still holds unsynced rows.
     """
-    plan = structure_plan(schema=schema)
     if dry_run:
-        return plan
+        permission_require(user, "staging.view_schema", "view schemas")
+        return structure_plan(schema=schema)
+    permission_require(user, "staging.update_structure", "update database structures")
+    plan = structure_plan(schema=schema)
     if plan.destructive and not confirm_destructive:
         raise StructureRefused(
             f"Updating {schema.schema_id} would drop columns or change column types; confirm to apply.",
@@ -211,16 +230,17 @@ def structure_update(*, schema: Schema, confirm_destructive: bool = False, dry_r
     return plan
 
 
-def builtin_schemas_load() -> list[Schema]:
-    """Load the built-in schemas shipped in staging/builtin_schemas and apply their structure.
+def builtin_schemas_load(*, user) -> list[Schema]:
+    """Load the built-in schemas shipped in staging/builtin_schemas and apply their structure (the
+    load_builtin_schemas command passes SYSTEM).
 
     Idempotent: unchanged files leave their schema alone, and an up-to-date structure yields an
     empty plan.
     """
     loaded = []
     for path in sorted(BUILTIN_SCHEMA_DIR.glob("*.xml")):
-        schema, _ = schema_load(source=path.read_text(encoding="utf-8"), built_in=True)
-        structure_update(schema=schema)
+        schema, _ = schema_load(source=path.read_text(encoding="utf-8"), user=user, built_in=True)
+        structure_update(schema=schema, user=user)
         loaded.append(schema)
     return loaded
 
@@ -241,16 +261,6 @@ class IngestResult:
     def as_pstr(self) -> str:
         """Campaign's `pstrSUuids`: comma-separated, an empty entry per caller-supplied id."""
         return ",".join(u or "" for u in self.uuids)
-
-
-def _require_permission(user, permission: str, what: str) -> None:
-    if user is None or not getattr(user, "is_authenticated", False):
-        raise Unauthenticated(f"Authentication is required to {what}.")
-    if not user.has_perm(permission):
-        raise Forbidden(
-            f"User '{user}' may not {what}.",
-            [Problem(f"grant the permission '{permission}' to this user or one of its groups (admin: Users)")],
-        )
 
 
 def _require_size(records: Sequence) -> None:
@@ -496,7 +506,7 @@ def records_ingest(*, schema_id: str, records: Sequence[rec.RecordInput], user) 
     Records without a key get a generated UUID (returned); a key already staged, or repeated in
     the call, rejects the whole call. Needs `staging.ingest`.
     """
-    _require_permission(user, "staging.ingest", "ingest records")
+    permission_require(user, "staging.ingest", "ingest records")
     _require_size(records)
     schema = staging_schema_get(schema_id=schema_id)
     rows = rec.validated_rows(schema.description, records, mode=rec.INGEST)
@@ -525,7 +535,7 @@ def records_ingest_ext(*, schema_id: str, records: Sequence[rec.RecordInput], us
     absent ones keep their value, the operation follows `staging.records.merge_operation`, and the
     row is pending again with a new version. Needs `staging.ingest`.
     """
-    _require_permission(user, "staging.ingest", "ingest records")
+    permission_require(user, "staging.ingest", "ingest records")
     _require_size(records)
     schema = staging_schema_get(schema_id=schema_id)
     rows = rec.validated_rows(schema.description, records, mode=rec.INGEST_EXT)
@@ -616,7 +626,7 @@ def records_write(*, schema_id: str, records: Sequence[rec.RecordInput], user) -
     `schema_id` ("ns:name"), bypassing staging. Same grammar as IngestExt; an update of a missing
     record does nothing, as in Campaign. Needs `staging.write_cloud`.
     """
-    _require_permission(user, "staging.write_cloud", "write to cloud tables")
+    permission_require(user, "staging.write_cloud", "write to cloud tables")
     _require_size(records)
     schema = cloud_schema_get(schema_id=schema_id)
     description = schema.description

@@ -38,7 +38,8 @@ from django.db import DatabaseError, DataError, IntegrityError, connections, res
 from django.utils import timezone
 
 from campaignsite.db import retry_on_deadlock
-from campaignsite.errors import Conflict, Forbidden, InvalidInput, Problem, Unauthenticated
+from campaignsite.errors import Conflict, InvalidInput, Problem
+from campaignsite.permissions import permission_require
 from staging import ddl
 from staging.ddl import quote
 from staging.models import Schema, StructureState, SyncLease, SyncLedger, SyncRun
@@ -58,6 +59,8 @@ OP_DELETE = "delete"
 # Staged schemas whose rows are requests consumed by their own processor instead of being copied
 # to the cloud table: nms:subscriptionRcp is the opt-in/opt-out request log (subscriptions app).
 PROCESSED_ELSEWHERE = {"nms:subscriptionRcp": "subscriptions (manage.py process_subscriptions)"}
+# The lease each such processor holds while it runs (its runs are SyncRuns of that schema too).
+PROCESSOR_LEASES = {"nms:subscriptionRcp": "process:nms:subscriptionRcp"}
 
 
 class SyncRefused(Conflict):
@@ -81,28 +84,95 @@ def _holder_is_dead(holder: str) -> bool:
     return False
 
 
+def run_holder(run: SyncRun) -> str:
+    """The lease holder of a run of this process: "host:pid:run_pk"."""
+    return f"{socket.gethostname()}:{os.getpid()}:{run.pk}"
+
+
+def _run_pk_of(holder: str) -> int | None:
+    last = holder.rsplit(":", 2)[-1] if holder.count(":") >= 2 else ""
+    return int(last) if last.isdigit() else None
+
+
+# Recorded on a run whose process died (SIGKILL, lost machine) before it could record its own end.
+WORKER_LOST = ("worker lost: the process running this synchronization stopped before it finished; "
+               "rows it had not recorded stay pending and the next run completes them")
+
+
+def _close_lost(run_pks) -> int:
+    """Mark these runs failed (worker lost) if they are still `running`; a conditional UPDATE, so a run
+    that recorded its own end meanwhile keeps it."""
+    return SyncRun.objects.filter(pk__in=run_pks, status=SyncRun.Status.RUNNING).update(
+        status=SyncRun.Status.FAILED, error=WORKER_LOST, finished_at=timezone.now())
+
+
 def lease_acquire(*, name: str, holder: str, seconds: int = LEASE_SECONDS) -> bool:
     """Take the lease `name` for `holder`; False if someone else holds a live one.
 
     A conditional UPDATE whose row count is checked: atomic on PostgreSQL and on SQLite alike, so it
-    works where SELECT ... FOR UPDATE does not (SQLite).
+    works where SELECT ... FOR UPDATE does not (SQLite). Taking over an expired or dead holder's lease
+    closes that holder's run (failed, `WORKER_LOST`).
     """
     now = timezone.now()
     SyncLease.objects.get_or_create(name=name, defaults={"holder": "", "expires_at": now})
     leases = SyncLease.objects.filter(name=name)
     expires = now + timedelta(seconds=seconds)
+    previous = leases.values_list("holder", flat=True).first() or ""
     if leases.filter(expires_at__lte=now).update(holder=holder, expires_at=expires):
+        _close_previous(previous, holder)
         return True
     if leases.filter(holder=holder).update(expires_at=expires):
         return True
     current = leases.values_list("holder", flat=True).first()
     if current and _holder_is_dead(current):
-        return bool(leases.filter(holder=current).update(holder=holder, expires_at=expires))
+        if leases.filter(holder=current).update(holder=holder, expires_at=expires):
+            _close_previous(current, holder)
+            return True
     return False
+
+
+def _close_previous(previous: str, holder: str) -> None:
+    # A released lease has no holder; only a holder that never released it (crashed) left a run open.
+    run_pk = _run_pk_of(previous) if previous and previous != holder else None
+    if run_pk is not None:
+        _close_lost([run_pk])
 
 
 def lease_release(*, name: str, holder: str) -> None:
     SyncLease.objects.filter(name=name, holder=holder).update(holder="", expires_at=timezone.now())
+
+
+def lease_name(schema_id: str) -> str:
+    """The lease a run of `schema_id` holds: the subscription processor's for its request log, else the sync's."""
+    return PROCESSOR_LEASES.get(schema_id, f"sync:{schema_id}")
+
+
+LOST_GRACE_SECONDS = 60  # a run is created a moment before it takes its lease: not lost in that moment
+
+
+def sync_runs_close_lost() -> int:
+    """Mark failed (`WORKER_LOST`) every run still `running` whose process is gone; returns how many.
+
+    A run is gone when its lease names it but the lease expired or its process is dead on this host,
+    or when the lease no longer names it (taken over or released) well after the run started. Cheap:
+    the running runs (a handful) and their leases. The dashboard, staging_status and the scheduled
+    sync call it, so a killed worker's run does not stay `running` for ever.
+    """
+    now = timezone.now()
+    running = list(SyncRun.objects.filter(status=SyncRun.Status.RUNNING).values_list("pk", "schema", "started_at"))
+    if not running:
+        return 0
+    leases = {lease.name: lease for lease in SyncLease.objects.filter(name__in={lease_name(s) for _, s, _ in running})}
+    lost = []
+    for pk, schema_id, started_at in running:
+        lease = leases.get(lease_name(schema_id))
+        holds = lease is not None and _run_pk_of(lease.holder) == pk
+        if holds:
+            if lease.expires_at <= now or _holder_is_dead(lease.holder):
+                lost.append(pk)
+        elif started_at < now - timedelta(seconds=LOST_GRACE_SECONDS):
+            lost.append(pk)
+    return _close_lost(lost) if lost else 0
 
 
 # --- Counts and tables ----------------------------------------------------------------------
@@ -525,15 +595,17 @@ def _tables_for(schema: Schema) -> _Tables:
     return _Tables(schema.description)
 
 
-def staging_sync(*, schema: Schema, trigger: str, batch_size: int = BATCH_SIZE, on_batch=None) -> SyncRun:
+def staging_sync(*, schema: Schema, trigger: str, user, batch_size: int = BATCH_SIZE, on_batch=None) -> SyncRun:
     """Synchronize the pending staged rows of `schema` into its cloud table; returns the recorded run.
 
-    Safe to run at once from several processes (the lease lets one through; the others record a
-    `busy` run) and safe to re-run after a crash at any point. `on_batch(counts)` reports progress.
+    Needs `staging.run_sync` (commands and tasks pass SYSTEM). Safe to run at once from several
+    processes (the lease lets one through; the others record a `busy` run) and safe to re-run after a
+    crash at any point. `on_batch(counts)` reports progress.
     """
+    sync_permission_require(user=user)
     run = SyncRun.objects.create(schema=schema.schema_id, trigger=trigger)
-    holder = f"{socket.gethostname()}:{os.getpid()}:{run.pk}"
-    lease = f"sync:{schema.schema_id}"
+    holder = run_holder(run)
+    lease = lease_name(schema.schema_id)
     if not lease_acquire(name=lease, holder=holder):
         return _finish(run, Counts(), SyncRun.Status.BUSY, "Another synchronization of this schema is running.")
     counts = Counts()
@@ -592,9 +664,12 @@ def staged_schemas() -> list[Schema]:
     return [s for s in schemas if s.schema_id not in PROCESSED_ELSEWHERE]
 
 
-def staging_sync_all(*, trigger: str, batch_size: int = BATCH_SIZE) -> list[SyncRun]:
-    """Synchronize every staged schema, one after the other."""
-    return [staging_sync(schema=s, trigger=trigger, batch_size=batch_size) for s in staged_schemas()]
+def staging_sync_all(*, trigger: str, user, batch_size: int = BATCH_SIZE) -> list[SyncRun]:
+    """Synchronize every staged schema, one after the other (first closing runs whose worker died).
+    Needs `staging.run_sync`."""
+    sync_permission_require(user=user)
+    sync_runs_close_lost()
+    return [staging_sync(schema=s, trigger=trigger, user=user, batch_size=batch_size) for s in staged_schemas()]
 
 
 # --- Manual triggers: queue, never run in the request ------------------------------------------
@@ -604,13 +679,7 @@ SYNC_PERMISSION = "staging.run_sync"
 
 def sync_permission_require(*, user) -> None:
     """Unauthenticated or Forbidden unless `user` may start syncs and change failed rows (staging.run_sync)."""
-    if user is None or not getattr(user, "is_authenticated", False):
-        raise Unauthenticated("Authentication is required to start a synchronization.")
-    if not user.has_perm(SYNC_PERMISSION):
-        raise Forbidden(
-            f"User '{user}' may not start a synchronization or change failed rows.",
-            [Problem(f"grant the permission '{SYNC_PERMISSION}' to this user or one of its groups (admin: Users)")],
-        )
+    permission_require(user, SYNC_PERMISSION, "start a synchronization or change failed rows")
 
 
 def _require_syncable(schema: Schema) -> None:
@@ -687,13 +756,15 @@ def _purge_table(table: str, cutoff: datetime, batch_size: int) -> int:
         after = upper
 
 
-def staging_purge(*, older_than_days: int | None = None, batch_size: int = PURGE_BATCH) -> dict[str, int]:
+def staging_purge(*, user, older_than_days: int | None = None, batch_size: int = PURGE_BATCH) -> dict[str, int]:
     """Delete staged rows that reached the cloud (synced or skipped) more than `older_than_days` ago
     (default STAGING_RETENTION_DAYS); returns the count deleted per schema id.
 
     Pending and failed rows are never deleted, however old: they are data not yet in the cloud. Works
     in batches of `batch_size` rows, one short transaction and one DELETE each, so ingestion goes on.
+    Needs `staging.run_sync` (the purge command and the daily task pass SYSTEM).
     """
+    sync_permission_require(user=user)
     days = settings.STAGING_RETENTION_DAYS if older_than_days is None else older_than_days
     if days < 0:
         raise InvalidInput("The retention period cannot be negative.",
@@ -734,10 +805,12 @@ def _failed_rows_update(schema: Schema, seqs, make_sql) -> int:
     return changed
 
 
-def failed_rows_retry(*, schema: Schema, seqs=None) -> int:
+def failed_rows_retry(*, schema: Schema, user, seqs=None) -> int:
     """Make the failed rows of `schema` (all, or those whose sequence is in `seqs`) pending again, so the
-    next sync applies them; returns how many. Attempts are kept, the error is cleared.
+    next sync applies them; returns how many. Attempts are kept, the error is cleared. Needs
+    `staging.run_sync`.
     """
+    sync_permission_require(user=user)
     # A new version: a ledger entry left by a crash must not stamp the old outcome on the retried row.
     return _failed_rows_update(schema, seqs, lambda q, table, where: (
         f"UPDATE {table} SET {q(ddl.COL_STATUS)} = '{ddl.STATUS_PENDING}', {q(ddl.COL_ERROR)} = NULL, "
@@ -745,9 +818,10 @@ def failed_rows_retry(*, schema: Schema, seqs=None) -> int:
     ))
 
 
-def failed_rows_discard(*, schema: Schema, seqs=None) -> int:
+def failed_rows_discard(*, schema: Schema, user, seqs=None) -> int:
     """Delete the failed rows of `schema` (all, or those whose sequence is in `seqs`); returns how many.
 
-    Only failed rows: a row re-ingested since it failed is pending and stays.
+    Only failed rows: a row re-ingested since it failed is pending and stays. Needs `staging.run_sync`.
     """
+    sync_permission_require(user=user)
     return _failed_rows_update(schema, seqs, lambda q, table, where: f"DELETE FROM {table} WHERE {where}")

@@ -5,6 +5,7 @@ stale), and calls one service. The schedules that run them are declared in stagi
 import logging
 
 from campaignsite.errors import NotFound
+from campaignsite.permissions import SYSTEM
 from staging import sync
 from staging.models import SyncRun
 from staging.services import schema_get
@@ -28,7 +29,7 @@ def sync_schema(schema_id: str, trigger: str) -> dict:
     except NotFound:
         logger.warning("Sync of %s skipped: the schema no longer exists", schema_id)
         return {"schema": schema_id, "status": "unknown schema"}
-    return _summary(sync.staging_sync(schema=schema, trigger=trigger))
+    return _summary(sync.staging_sync(schema=schema, trigger=trigger, user=SYSTEM))
 
 
 def sync_all(trigger: str = SyncRun.Trigger.SCHEDULE) -> list[dict]:
@@ -38,13 +39,13 @@ def sync_all(trigger: str = SyncRun.Trigger.SCHEDULE) -> list[dict]:
     """
     from subscriptions.tasks import process_subscriptions
 
-    runs = [_summary(run) for run in sync.staging_sync_all(trigger=trigger)]
+    runs = [_summary(run) for run in sync.staging_sync_all(trigger=trigger, user=SYSTEM)]
     process_subscriptions(trigger=trigger)
     return runs
 
 
 def purge_staging() -> dict[str, int]:
     """Daily retention: delete synced staged rows older than STAGING_RETENTION_DAYS."""
-    deleted = sync.staging_purge()
+    deleted = sync.staging_purge(user=SYSTEM)
     logger.info("Staging retention purge deleted %s", deleted)
     return deleted

@@ -37,11 +37,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from campaignsite.errors import Conflict, InvalidInput, NotFound, Problem
+from campaignsite.permissions import permission_require
 from staging import ddl
 from staging import services as staging_services
 from staging.models import Schema, StructureState, SyncLedger, SyncRun
 from staging.records import RecordInput
-from staging.sync import lease_acquire, lease_release
+from staging.sync import lease_acquire, lease_name, lease_release, run_holder
 from subscriptions.models import Service, Subscription, SubscriptionHistory
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ logger = logging.getLogger(__name__)
 REQUEST_SCHEMA = "nms:subscriptionRcp"
 REQUEST_STAGING_ID = "nms:subscriptionRcpStg"
 RECIPIENT_SCHEMA = "nms:recipient"
-LEASE = "process:nms:subscriptionRcp"
+LEASE = lease_name(REQUEST_SCHEMA)
 BATCH_SIZE = 1000
 LOOKUP_CHUNK = 500  # values per IN (...): far below SQLite's bound-parameter limit
 CONFIRM_SALT = "subscriptions.confirm"
@@ -409,17 +410,22 @@ def _recover_ledger(tables: _Tables) -> int:
     return covered
 
 
-def subscriptions_process(*, trigger: str = SyncRun.Trigger.COMMAND, batch_size: int = BATCH_SIZE,
+MANAGE_PERMISSION = "subscriptions.manage_subscriptions"
+
+
+def subscriptions_process(*, trigger: str = SyncRun.Trigger.COMMAND, user, batch_size: int = BATCH_SIZE,
                           on_batch=None) -> SyncRun:
     """Apply the pending opt-in/opt-out requests of nms:subscriptionRcp, in order; returns the recorded run.
 
     The run is a `SyncRun` of schema nms:subscriptionRcp: inserted = subscriptions created, deleted =
     subscriptions removed, updated = recipients put on the denylist, skipped = requests left pending
     for a later attempt or skipped, failed = failed requests. Safe to run twice and at once (lease),
-    and after a crash at any point (ledger). `on_batch(counts)` reports progress.
+    and after a crash at any point (ledger). `on_batch(counts)` reports progress. Needs
+    `subscriptions.manage_subscriptions` (the command and the task pass SYSTEM).
     """
+    permission_require(user, MANAGE_PERMISSION, "process subscription requests")
     run = SyncRun.objects.create(schema=REQUEST_SCHEMA, trigger=trigger)
-    holder = f"{socket.gethostname()}:{os.getpid()}:{run.pk}"
+    holder = run_holder(run)
     if not lease_acquire(name=LEASE, holder=holder):
         return _finish(run, Counts(), SyncRun.Status.BUSY, "Another processing of subscription requests is running.")
     counts = Counts()
@@ -539,9 +545,11 @@ def subscription_confirm(*, token: str) -> Confirmation:
 
 # --- Validity -------------------------------------------------------------------------------
 
-def subscriptions_expire(*, now: datetime | None = None, batch_size: int = BATCH_SIZE) -> int:
+def subscriptions_expire(*, user, now: datetime | None = None, batch_size: int = BATCH_SIZE) -> int:
     """Unsubscribe every active subscription whose validity ended (history origin `expired`); returns
-    how many. Takes the processing lease so it never races a batch of requests."""
+    how many. Takes the processing lease so it never races a batch of requests. Needs
+    `subscriptions.manage_subscriptions`."""
+    permission_require(user, MANAGE_PERMISSION, "expire subscriptions")
     now = now or timezone.now()
     holder = f"{socket.gethostname()}:{os.getpid()}:expire"
     if not lease_acquire(name=LEASE, holder=holder):

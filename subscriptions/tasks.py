@@ -9,6 +9,7 @@ from datetime import time
 
 from django_q.models import Schedule
 
+from campaignsite.permissions import SYSTEM
 from staging.models import SyncRun
 from subscriptions import services
 
@@ -24,9 +25,9 @@ SCHEDULES = [
 
 def process_subscriptions(trigger: str = SyncRun.Trigger.SCHEDULE) -> int:
     """Apply the pending opt-in/opt-out requests; returns the id of the recorded run."""
-    return services.subscriptions_process(trigger=trigger).pk
+    return services.subscriptions_process(trigger=trigger, user=SYSTEM).pk
 
 
 def expire_subscriptions() -> int:
     """Unsubscribe subscriptions whose validity ended; returns how many."""
-    return services.subscriptions_expire()
+    return services.subscriptions_expire(user=SYSTEM)

@@ -18,6 +18,7 @@ from tests.conftest import BOTH_DATABASES
 from tests.site import start_one_worker_site, stop_one_worker_site
 from tests.soap.conftest import SAMPLE_SCHEMA, SoapClient, doc_param, logon, make_user, sdk_envelope
 from tests.staging.conftest import rows_of
+from campaignsite.permissions import SYSTEM
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases=BOTH_DATABASES), pytest.mark.slow]
 
@@ -146,8 +147,8 @@ def good_calls(rest: RestClient, soap: SoapClient, login: str, round_: int) -> N
 
 
 def test_every_bad_rest_request_is_refused_and_the_worker_serves_the_next_calls(site):
-    schema = services.schema_create(source=SAMPLE_SCHEMA)
-    services.structure_update(schema=schema)
+    schema = services.schema_create(source=SAMPLE_SCHEMA, user=SYSTEM)
+    services.structure_update(schema=schema, user=SYSTEM)
     user = make_user("rest-operator", perms=("ingest", "run_sync", "view_schema", "view_syncrun"))
     user.user_permissions.add(*Permission.objects.filter(content_type__app_label="subscriptions"))
     rest, soap = RestClient(site.url, api_token(user)), SoapClient(site.url)

@@ -24,6 +24,7 @@ from tests.api_tokens import api_token
 from tests.conftest import BOTH_DATABASES
 from tests.site import start_one_worker_site, stop_one_worker_site
 from tests.soap.conftest import SAMPLE_SCHEMA
+from campaignsite.permissions import SYSTEM
 
 pytestmark = [pytest.mark.django_db(transaction=True, databases=BOTH_DATABASES), pytest.mark.slow]
 
@@ -53,8 +54,8 @@ def seed_objects() -> tuple[User, SyncRun]:
     user = User.objects.create_user("fuzzer", password="fuzz-pass-1")
     user.user_permissions.add(*Permission.objects.filter(content_type__app_label__in=["staging", "subscriptions"]))
     user = User.objects.get(pk=user.pk)  # permission cache empty
-    schema = services.schema_create(source=SAMPLE_SCHEMA)
-    services.structure_update(schema=schema)
+    schema = services.schema_create(source=SAMPLE_SCHEMA, user=SYSTEM)
+    services.structure_update(schema=schema, user=SYSTEM)
     services.records_ingest(schema_id="dem:sampleTableStg", user=user,
                             records=[RecordInput({"testcol1": f"row {i}"}, None, None) for i in range(3)])
     Service.objects.create(name="newsletter", label="Newsletter")

@@ -26,7 +26,8 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 # Variables that change what settings.py does; each subprocess starts from a clean slate of them.
 _SETTINGS_VARS = (
     "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "REDIS_URL", "SYNC_INTERVAL_MINUTES", "PORT", "HOST",
-    "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "CSRF_TRUSTED_ORIGINS",
+    "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "CSRF_TRUSTED_ORIGINS", "HTTPS", "SECRET_KEY_FILE",
+    "ALLOW_DEBUG_ON_PUBLIC_HOST",
 )
 
 
@@ -71,28 +72,51 @@ def test_database_url_error_does_not_print_the_password():
     assert "s3cret-pw" not in result.stderr
 
 
-def test_production_requires_a_secret_key():
-    result = manage("check", DEBUG="0", ALLOWED_HOSTS="example.com")
+def setting(name: str, **env: str) -> str:
+    result = manage("shell", "--no-imports", "-c", f"from django.conf import settings; print(settings.{name})", **env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_debug_is_off_unless_asked_for():
+    assert setting("DEBUG") == "False"
+    assert setting("DEBUG", DEBUG="1") == "True"
+
+
+def test_without_secret_key_one_is_generated_once_readable_by_the_owner_only_and_reused(tmp_path):
+    key_file = tmp_path / "secret_key"
+
+    first = setting("SECRET_KEY", SECRET_KEY_FILE=str(key_file))
+    second = setting("SECRET_KEY", SECRET_KEY_FILE=str(key_file))
+
+    assert first == second == key_file.read_text().strip() and len(first) >= 50
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert setting("SECRET_KEY", SECRET_KEY_FILE=str(key_file), SECRET_KEY="x" * 60) == "x" * 60
+
+
+def test_allowed_hosts_are_the_loopback_names_plus_a_specific_host():
+    assert setting("ALLOWED_HOSTS") == "['127.0.0.1', 'localhost', '[::1]']"
+    assert setting("ALLOWED_HOSTS", HOST="10.0.0.5") == "['127.0.0.1', 'localhost', '[::1]', '10.0.0.5']"
+
+
+def test_listening_on_every_interface_requires_allowed_hosts():
+    result = manage("check", HOST="0.0.0.0")
 
     assert result.returncode != 0
-    assert "SECRET_KEY must be set" in result.stderr
-
-
-def test_production_requires_allowed_hosts():
-    result = manage("check", DEBUG="0", SECRET_KEY=secrets.token_urlsafe(50))
-
-    assert result.returncode != 0
-    assert "ALLOWED_HOSTS must be set" in result.stderr
+    assert "ALLOWED_HOSTS" in result.stderr.splitlines()[-1]
+    assert manage("check", HOST="0.0.0.0", ALLOWED_HOSTS="campaign.example.com").returncode == 0
 
 
 def test_production_settings_pass_check_deploy_without_warnings():
-    result = manage(
-        "check", "--deploy", "--fail-level", "WARNING",
-        DEBUG="0", SECRET_KEY=secrets.token_urlsafe(50), ALLOWED_HOSTS="example.com",
-    )
+    production = dict(SECRET_KEY=secrets.token_urlsafe(50), ALLOWED_HOSTS="example.com", HTTPS="1")
+
+    result = manage("check", "--deploy", "--fail-level", "WARNING", **production)
+    plain_http = manage("check", "--deploy", "--fail-level", "WARNING", **{**production, "HTTPS": "0"})
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
+    # The check can fail: without HTTPS=1 it names what is missing.
+    assert plain_http.returncode != 0 and "SECURE_SSL_REDIRECT" in plain_http.stdout + plain_http.stderr
 
 
 def test_defaults_run_with_no_configuration():

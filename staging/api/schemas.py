@@ -267,7 +267,7 @@ class SchemaDetailView(SchemaViewMixin, APIView):
     @extend_schema(summary="Delete a schema (not a built-in one; its tables are kept)",
                    responses={204: None, 404: OpenApiResponse(ErrorSerializer), 409: OpenApiResponse(ErrorSerializer)})
     def delete(self, request, schema_id: str):
-        services.schema_delete(schema=_schema_for_write(schema_id))
+        services.schema_delete(schema=_schema_for_write(schema_id), user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -295,5 +295,6 @@ class SchemaStructureView(SchemaViewMixin, APIView):
             schema=services.schema_get(schema_id=schema_id),
             confirm_destructive=fields["confirm_destructive"],
             dry_run=dry_run,
+            user=request.user,
         )
         return Response(PlanSerializer({"plan": plan, "applied": not dry_run}).data)

@@ -180,7 +180,7 @@ class _FailedRowsView(_SmallBody, APIView):
         data = request.data if request.stream is not None else {}
         seqs = _validated(FailedRowsRequestSerializer, data).get("seqs")
         schema = services.schema_get(schema_id=schema_id)
-        count = type(self).service(schema=schema, seqs=seqs)
+        count = type(self).service(schema=schema, seqs=seqs, user=request.user)
         return Response({"schema": schema.schema_id, "count": count})
 
 

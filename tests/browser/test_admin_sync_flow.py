@@ -108,6 +108,7 @@ def test_ingested_rows_are_synced_by_sync_now_and_shown_everywhere(live_server, 
 
     page.goto(f"{base}/admin/")
     page.click("#staging-dashboard-link")
+    page.wait_for_url("**/admin/staging/dashboard/")  # count() does not wait for the navigation
     assert page.locator("svg.staging-chart").count() == 1
     assert page.locator("svg.staging-chart g.bar").count() == 1
     backlog = page.locator("#staging-backlog").inner_text()

@@ -13,6 +13,7 @@ from django_q.signing import SignedPackage
 from django.utils.module_loading import import_string
 
 from apitokens.services import api_token_create
+from campaignsite.permissions import SYSTEM
 from staging import services as staging_services
 from subscriptions.models import Subscription
 from subscriptions.services import subscriptions_process
@@ -51,7 +52,7 @@ def run_queued_tasks() -> int:
 
 @pytest.fixture
 def admin_page(live_server, browser_page, django_user_model):
-    staging_services.builtin_schemas_load()
+    staging_services.builtin_schemas_load(user=SYSTEM)
     django_user_model.objects.create_superuser("admin", "admin@example.com", "secret-pw")
     page = browser_page
     page.goto(f"{live_server.url}/admin/login/")
@@ -106,7 +107,7 @@ def test_double_opt_in_link_from_the_email_confirms_in_the_browser(live_server, 
     page.click("input[name=_save]")
     rest_post(live_server.url, webform_token, "/api/v1/subscriptions/subscribe/",
               {"service": "digest", "recipient": {"email": "b@example.com"}, "create": True})
-    subscriptions_process(trigger="command")
+    subscriptions_process(user=SYSTEM, trigger="command")
     assert Subscription.objects.get().status == "pending-confirmation"
 
     [message] = mail.outbox

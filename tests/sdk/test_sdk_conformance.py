@@ -22,8 +22,9 @@ from django.contrib.auth.models import Permission
 from django.db import connections
 from django.utils import timezone
 
-from rest_framework.authtoken.models import Token
+from tests.api_tokens import api_token as make_api_token
 
+from campaignsite.permissions import SYSTEM
 from staging import ddl, services
 from staging.options import Option, options_seed
 from tests.conftest import BOTH_DATABASES
@@ -64,10 +65,10 @@ def _user_with_ingest_rights(username: str, password: str):
 
 
 def _sample_schema_staged():
-    schema = services.schema_create(source=SAMPLE_SCHEMA)
-    services.structure_update(schema=schema)
-    schema = services.schema_set_auto_stg(schema=schema, enabled=True)
-    services.structure_update(schema=schema)
+    schema = services.schema_create(user=SYSTEM, source=SAMPLE_SCHEMA)
+    services.structure_update(user=SYSTEM, schema=schema)
+    schema = services.schema_set_auto_stg(user=SYSTEM, schema=schema, enabled=True)
+    services.structure_update(user=SYSTEM, schema=schema)
     return schema
 
 
@@ -204,7 +205,7 @@ def test_adobe_sdk_drives_logon_ingest_ingestext_write_faults_and_logoff(
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "127.0.0.1"]
     settings.SOAP_ALLOW_USER_PASSWORD = True  # for the "login/password" session-token mode
     user = _user_with_ingest_rights(USER, PASSWORD)
-    api_token = Token.objects.create(user=user).key
+    api_token = make_api_token(user)
     options_seed()
     expiring_user = _user_with_ingest_rights(EXPIRY_USER, EXPIRY_PASSWORD)
     schema = _sample_schema_staged()

@@ -20,6 +20,7 @@ from campaignsite.soap import _REGISTRY
 from staging import ddl, services
 from staging.options import options_seed
 from tests.conftest import BOTH_DATABASES
+from campaignsite.permissions import SYSTEM
 
 pytestmark = [pytest.mark.node, pytest.mark.slow, pytest.mark.django_db(databases=BOTH_DATABASES, transaction=True)]
 
@@ -137,9 +138,9 @@ def sample_server(live_server, settings):
     settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "127.0.0.1"]
     get_user_model().objects.create_superuser(USER, password=PASSWORD)
     options_seed()
-    services.builtin_schemas_load()
-    mapping = services.schema_create(source=DELIVERY_MAPPING)
-    services.structure_update(schema=mapping)
+    services.builtin_schemas_load(user=SYSTEM)
+    mapping = services.schema_create(source=DELIVERY_MAPPING, user=SYSTEM)
+    services.structure_update(schema=mapping, user=SYSTEM)
     return live_server.url.replace("://localhost:", "://127.0.0.1:")
 
 

@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.db import connections
 
+from campaignsite.permissions import SYSTEM
 from staging import ddl, services
 from staging.xml import parse_xml
 
@@ -151,8 +152,8 @@ def session(soap, operator) -> Session:
 @pytest.fixture
 def sample_schema():
     """dem:sampleTable with staging on and its structure applied (tables in both databases)."""
-    schema = services.schema_create(source=SAMPLE_SCHEMA)
-    services.structure_update(schema=schema)
+    schema = services.schema_create(user=SYSTEM, source=SAMPLE_SCHEMA)
+    services.structure_update(user=SYSTEM, schema=schema)
     return schema
 
 

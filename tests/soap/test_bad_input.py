@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from campaignsite.permissions import SYSTEM
 from staging import services
 from tests.conftest import BOTH_DATABASES
 from tests.soap.conftest import doc_param, sdk_envelope, staged_count, staged_rows
@@ -216,7 +217,7 @@ def test_a_string_longer_than_its_length(soap, session, sample_schema):
 
 
 def test_a_schema_whose_structure_is_out_of_date(soap, session, sample_schema):
-    services.schema_update(schema=sample_schema, source=sample_schema.source.replace(
+    services.schema_update(user=SYSTEM, schema=sample_schema, source=sample_schema.source.replace(
         '<attribute label="Test Col 2"', '<attribute name="testcol3" type="string"/><attribute label="Test Col 2"'))
 
     answer = soap.post(ingest_body(session), headers=session.headers)
@@ -229,7 +230,7 @@ def test_a_schema_whose_structure_is_out_of_date(soap, session, sample_schema):
 
 
 def test_a_schema_without_staging(soap, session, sample_schema):
-    services.schema_set_auto_stg(schema=sample_schema, enabled=False)
+    services.schema_set_auto_stg(user=SYSTEM, schema=sample_schema, enabled=False)
 
     answer = soap.post(ingest_body(session), headers=session.headers)
 

@@ -9,6 +9,7 @@ from campaignsite.soap import service_methods
 from staging.soap import SESSION_SCHEMA
 from tests.conftest import BOTH_DATABASES
 from tests.soap.conftest import logon, make_user, sdk_envelope
+from campaignsite.permissions import SYSTEM
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=BOTH_DATABASES)
 
@@ -164,7 +165,7 @@ def test_view_schema_reads_source_and_staging_schemas(soap, viewer_session, samp
 def test_a_schema_document_carries_labels_enumerations_and_keys_for_the_sdk(soap, viewer_session):
     from staging import services
 
-    services.builtin_schemas_load()
+    services.builtin_schemas_load(user=SYSTEM)
     answer = get_entity(soap, viewer_session, "xtk:schema|nms:recipient")
 
     (schema,) = list(answer.result("GetEntityIfMoreRecent")[0])

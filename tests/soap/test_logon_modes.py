@@ -3,7 +3,7 @@
 
 import pytest
 from lxml import etree
-from rest_framework.authtoken.models import Token
+from tests.api_tokens import api_token
 
 from staging.soap_sessions import SoapSession
 from tests.conftest import BOTH_DATABASES
@@ -23,7 +23,7 @@ def user_info(soap, *, token: str = "", security: str = "", headers=None):
 
 
 def test_bearer_token_logon_answers_like_logon_and_opens_a_session(soap, operator):
-    key = Token.objects.create(user=operator).key
+    key = api_token(operator)
 
     answer = bearer_token_logon(soap, key)
 
@@ -43,7 +43,7 @@ def test_bearer_token_logon_answers_like_logon_and_opens_a_session(soap, operato
 
 @pytest.mark.parametrize("forged", ["0123456789abcdef", "", "' OR 1=1 --"])
 def test_bearer_token_logon_with_a_forged_token_is_refused_and_opens_nothing(soap, operator, forged):
-    Token.objects.create(user=operator)
+    api_token(operator)
 
     answer = bearer_token_logon(soap, forged)
 
@@ -54,7 +54,7 @@ def test_bearer_token_logon_with_a_forged_token_is_refused_and_opens_nothing(soa
 
 def test_bearer_token_logon_of_an_inactive_user_is_refused(soap):
     user = make_user("gone", active=False)
-    key = Token.objects.create(user=user).key
+    key = api_token(user)
 
     assert bearer_token_logon(soap, key).status == 500
 
@@ -72,7 +72,7 @@ def test_get_user_info_answers_the_user_info_of_logon(soap, session, operator):
 
 
 def test_ims_style_bearer_with_an_empty_session_token_reaches_any_method(soap, operator):
-    key = Token.objects.create(user=operator).key
+    key = api_token(operator)
 
     answer = user_info(soap, headers={"Authorization": f"Bearer {key}"})
 

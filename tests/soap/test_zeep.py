@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pytest
 from django.contrib.auth import get_user_model
 from lxml import etree
-from rest_framework.authtoken.models import Token
+from tests.api_tokens import api_token
 
 from campaignsite.soap import _REGISTRY
 from staging.options import options_seed
@@ -20,6 +20,7 @@ from staging.soap_sessions import SoapSession
 from subscriptions.models import Service
 from tests.conftest import BOTH_DATABASES
 from tests.soap.conftest import PASSWORD, staged_rows
+from campaignsite.permissions import SYSTEM
 
 zeep = pytest.importorskip("zeep")
 
@@ -83,7 +84,7 @@ def case_logon(z, ctx):
 
 
 def case_bearer_token_logon(z, ctx):
-    key = Token.objects.create(user=ctx["user"]).key
+    key = api_token(ctx["user"])
     result = z.call("xtk:session", "BearerTokenLogon", bearerToken=key)
     assert result.pstrSessionToken.startswith("___") and result.pstrSecurityToken.startswith("@")
     assert local(root_of(result.pSessionInfo)) == "sessionInfo"
@@ -141,14 +142,14 @@ def case_get_entity_if_more_recent(z, ctx):
 
 
 def case_subscribe(z, ctx):
-    builtin_schemas_load()
+    builtin_schemas_load(user=SYSTEM)
     Service.objects.create(name="newsletter")
     assert z.call("nms:subscription", "Subscribe", serviceName="newsletter",
                   recipient=element('<recipient _key="@email" email="zeep@example.com"/>'), create=True) is None
 
 
 def case_unsubscribe(z, ctx):
-    builtin_schemas_load()
+    builtin_schemas_load(user=SYSTEM)
     Service.objects.create(name="newsletter")
     assert z.call("nms:subscription", "Unsubscribe", serviceName="newsletter",
                   recipient=element('<recipient _key="@email" email="zeep@example.com"/>')) is None

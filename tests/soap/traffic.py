@@ -15,6 +15,7 @@ from tests.api_tokens import api_token
 
 from staging import ddl, services
 from tests.soap.conftest import SOAP_ENV, Answer, doc_param, logon_envelope, sdk_envelope
+from campaignsite.permissions import SYSTEM
 
 PASSWORD = "Good-pass;1"
 LOGIN = "traffic"
@@ -53,8 +54,8 @@ STAGED_RECORD = '<sampleTableStg xtkschema="dem:sampleTableStg" testcol1="{value
 
 def site_setup() -> tuple[object, str]:
     """The schema with its tables, and an API token of the user LOGIN (ingest, write_cloud, view_schema)."""
-    schema = services.schema_create(source=SCHEMA)
-    services.structure_update(schema=schema)
+    schema = services.schema_create(source=SCHEMA, user=SYSTEM)
+    services.structure_update(schema=schema, user=SYSTEM)
     user = get_user_model().objects.create_user(username=LOGIN, password=PASSWORD)
     user.user_permissions.add(*Permission.objects.filter(
         content_type__app_label="staging", codename__in=("ingest", "write_cloud", "view_schema")))

@@ -3,6 +3,7 @@
 import pytest
 from django.contrib.auth.models import Permission, User
 
+from campaignsite.permissions import SYSTEM
 from staging import services
 from staging.records import RecordInput
 from staging.selectors import staged_rows
@@ -53,9 +54,9 @@ def make_user(username: str, *codenames: str) -> User:
 
 
 def staged_schema(source: str):
-    schema = services.schema_create(source=source)
-    schema = services.schema_set_auto_stg(schema=schema, enabled=True)
-    services.structure_update(schema=schema)
+    schema = services.schema_create(user=SYSTEM, source=source)
+    schema = services.schema_set_auto_stg(user=SYSTEM, schema=schema, enabled=True)
+    services.structure_update(user=SYSTEM, schema=schema)
     return schema
 
 

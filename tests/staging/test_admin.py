@@ -4,10 +4,12 @@ import html
 import re
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.db import connections
 from django.urls import reverse
 
+from campaignsite.permissions import SYSTEM
 from staging import ddl, services
 from staging.models import Schema, StructureState
 from tests.conftest import BOTH_DATABASES
@@ -57,7 +59,7 @@ def page_text(response) -> str:
 
 @pytest.fixture
 def sample() -> Schema:
-    return services.schema_create(source=seed_schemas()[0])
+    return services.schema_create(user=SYSTEM, source=seed_schemas()[0])
 
 
 @pytest.fixture
@@ -128,7 +130,7 @@ def test_update_structure_permission_reaches_the_confirmation_page(client, sampl
 
 
 def test_built_in_schema_cannot_be_deleted_but_can_be_edited(superuser_client):
-    recipient = services.schema_create(
+    recipient = services.schema_create(user=SYSTEM, 
         source=schema_xml('    <attribute name="email" type="string" length="80"/>\n', namespace="nms",
                           name="thing"),
         built_in=True,
@@ -224,7 +226,7 @@ def test_update_structure_action_leads_to_the_confirmation_page(superuser_client
 
 
 def test_ticking_auto_stg_in_the_list_then_updating_creates_the_staging_table(superuser_client, sample):
-    services.structure_update(schema=sample)
+    services.structure_update(user=SYSTEM, schema=sample)
 
     response = superuser_client.post(CHANGELIST, changelist_post(sample, auto_stg=True))
     assert response.status_code == 302
@@ -241,7 +243,7 @@ def test_ticking_auto_stg_in_the_list_then_updating_creates_the_staging_table(su
 
 
 def test_list_toggle_error_is_shown_in_the_row(superuser_client):
-    local = services.schema_create(source=schema_xml(element_attrs='autopk="true" autouuid="true" dataSource="x"'))
+    local = services.schema_create(user=SYSTEM, source=schema_xml(element_attrs='autopk="true" autouuid="true" dataSource="x"'))
 
     response = superuser_client.post(CHANGELIST, changelist_post(local, auto_stg=True))
 
@@ -249,6 +251,48 @@ def test_list_toggle_error_is_shown_in_the_row(superuser_client):
     assert 'class="errorlist' in page_text(response)
     local.refresh_from_db()
     assert not local.auto_stg
+
+
+def list_post(*changes: tuple[Schema, bool]) -> dict:
+    """The changelist's save with one row per (schema, ticked)."""
+    data = {"form-TOTAL_FORMS": str(len(changes)), "form-INITIAL_FORMS": str(len(changes)),
+            "form-MIN_NUM_FORMS": "0", "form-MAX_NUM_FORMS": "1000", "_save": "Save"}
+    for index, (schema, ticked) in enumerate(changes):
+        data[f"form-{index}-id"] = str(schema.pk)
+        if ticked:
+            data[f"form-{index}-auto_stg"] = "on"
+    return data
+
+
+def test_list_save_changes_no_row_when_the_service_refuses_one_and_shows_the_error_on_that_row(superuser_client,
+                                                                                                sample):
+    no_uuid = services.schema_create(user=SYSTEM, source=schema_xml(element_attrs='autopk="true"', name="nouuid"))
+
+    response = superuser_client.post(CHANGELIST, list_post((sample, True), (no_uuid, True)))
+
+    assert response.status_code == 200
+    sample.refresh_from_db()
+    no_uuid.refresh_from_db()
+    assert not sample.auto_stg and 'autoStg="true"' not in sample.source  # the first row was not kept
+    assert not no_uuid.auto_stg
+    errors = {form.instance.pk: form.errors for form in response.context["cl"].formset.forms}
+    assert errors[sample.pk] == {}
+    assert "autouuid" in str(errors[no_uuid.pk]["auto_stg"])
+    assert not LogEntry.objects.exists()
+
+
+def test_list_save_applies_every_changed_row_and_logs_each_change(superuser_client, sample):
+    other = services.schema_create(user=SYSTEM, source=schema_xml(name="other"))
+
+    response = superuser_client.post(CHANGELIST, list_post((sample, True), (other, True)))
+
+    assert response.status_code == 302
+    sample.refresh_from_db()
+    other.refresh_from_db()
+    assert sample.auto_stg and other.auto_stg
+    logged = {(entry.object_id, entry.get_change_message()) for entry in LogEntry.objects.all()}
+    assert logged == {(str(sample.pk), "Changed AutoStg."), (str(other.pk), "Changed AutoStg.")}
+    assert sample.modified_by.username == "admin"
 
 
 def test_enable_staging_action_rewrites_the_source_and_says_to_update(superuser_client, sample):
@@ -263,9 +307,9 @@ def test_enable_staging_action_rewrites_the_source_and_says_to_update(superuser_
 
 def test_destructive_change_requires_the_checkbox(superuser_client):
     two_columns = '    <attribute name="a" type="string"/>\n    <attribute name="b" type="long"/>\n'
-    schema = services.schema_create(source=schema_xml(two_columns))
-    services.structure_update(schema=schema)
-    services.schema_update(schema=schema, source=schema_xml('    <attribute name="a" type="string"/>\n'))
+    schema = services.schema_create(user=SYSTEM, source=schema_xml(two_columns))
+    services.structure_update(user=SYSTEM, schema=schema)
+    services.schema_update(user=SYSTEM, schema=schema, source=schema_xml('    <attribute name="a" type="string"/>\n'))
 
     page = page_text(superuser_client.get(structure_url(schema)))
     assert '<mark class="staging-destructive">' in page
@@ -281,11 +325,11 @@ def test_destructive_change_requires_the_checkbox(superuser_client):
 
 
 def test_structure_refusal_is_reported_with_the_unsynced_row_count(superuser_client, sample):
-    sample = services.schema_set_auto_stg(schema=sample, enabled=True)
-    services.structure_update(schema=sample)
+    sample = services.schema_set_auto_stg(user=SYSTEM, schema=sample, enabled=True)
+    services.structure_update(user=SYSTEM, schema=sample)
     with connections["default"].cursor() as cursor:
         cursor.execute("INSERT INTO DemSampleTableStg (uSampleTableId, sTestcol1) VALUES ('A1', 'x')")
-    sample = services.schema_set_auto_stg(schema=sample, enabled=False)
+    sample = services.schema_set_auto_stg(user=SYSTEM, schema=sample, enabled=False)
 
     response = superuser_client.post(STRUCTURE, {"ids": str(sample.pk), "apply": "Apply"}, follow=True)
 
@@ -294,8 +338,8 @@ def test_structure_refusal_is_reported_with_the_unsynced_row_count(superuser_cli
 
 
 def test_deleting_a_schema_with_unsynced_rows_is_refused_with_the_count(admin_client):
-    schema = services.schema_create(source=seed_schemas()[1])
-    services.structure_update(schema=schema)
+    schema = services.schema_create(user=SYSTEM, source=seed_schemas()[1])
+    services.structure_update(user=SYSTEM, schema=schema)
     with connections["default"].cursor() as cursor:
         cursor.execute("INSERT INTO DemSampleTableStg (uSampleTableId) VALUES ('waiting')")
 

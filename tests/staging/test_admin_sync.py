@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from campaignsite.permissions import SYSTEM
 from staging import charts, ddl, selectors, services, sync
 from staging.models import Schema, SyncRun
 from tests.conftest import BOTH_DATABASES
@@ -105,7 +106,7 @@ def fail_rows(*keys: str) -> None:
 
 def test_every_sync_admin_page_answers_for_a_superuser(admin_client, sample):
     keys = ingest(3)
-    run = sync.staging_sync(schema=sample, trigger=SyncRun.Trigger.COMMAND)
+    run = sync.staging_sync(user=SYSTEM, schema=sample, trigger=SyncRun.Trigger.COMMAND)
     seq = execute("default", "SELECT MIN(iStgSeq) FROM DemSampleTableStg")[0][0]
     cloud_row = reverse("admin:staging_schema_cloud_row", args=[sample.pk]) + f"?key={keys[0]}"
     for url in (
@@ -225,7 +226,7 @@ def test_staged_row_detail_shows_every_column_and_links_the_cloud_record(admin_c
 
 
 def test_staged_browser_of_a_schema_without_staging_says_what_to_do(admin_client):
-    schema = services.schema_create(source=SAMPLE_SOURCE)
+    schema = services.schema_create(user=SYSTEM, source=SAMPLE_SOURCE)
 
     text = page_text(admin_client.get(staged(schema)))
 
@@ -266,13 +267,13 @@ def test_discard_of_all_failed_rows_deletes_only_failed_ones(admin_client, sampl
 def test_a_failed_insert_retried_after_the_cause_is_fixed_reaches_the_cloud(admin_client, sample):
     key = ingest(1)[0]
     execute("cloud", "INSERT INTO DemSampleTable (uSampleTableId, sTestcol1) VALUES (%s, 'in the way')", [key])
-    sync.staging_sync(schema=sample, trigger=SyncRun.Trigger.COMMAND)
+    sync.staging_sync(user=SYSTEM, schema=sample, trigger=SyncRun.Trigger.COMMAND)
     assert "duplicate key" in page_text(admin_client.get(staged(sample, "status=failed")))
 
     execute("cloud", "DELETE FROM DemSampleTable")
     admin_client.post(reverse("admin:staging_schema_failed", args=[sample.pk]),
                       {"action": "retry", "scope": "all", "confirm": "yes"})
-    sync.staging_sync(schema=sample, trigger=SyncRun.Trigger.COMMAND)
+    sync.staging_sync(user=SYSTEM, schema=sample, trigger=SyncRun.Trigger.COMMAND)
 
     assert execute("cloud", "SELECT uSampleTableId, sTestcol1 FROM DemSampleTable") == [(key, "v0")]
     assert statuses() == {key: "synced"}
@@ -321,7 +322,7 @@ def test_sync_now_button_queues_a_sync_and_runs_nothing_in_the_request(admin_cli
 
 def test_sync_now_action_queues_one_sync_per_selected_schema(admin_client, sample,
                                                              django_capture_on_commit_callbacks):
-    plain = services.schema_create(source=TYPED_SOURCE.replace(' autoStg="true"', ""))
+    plain = services.schema_create(user=SYSTEM, source=TYPED_SOURCE.replace(' autoStg="true"', ""))
     with django_capture_on_commit_callbacks(using="default") as queued:
         response = admin_client.post(reverse("admin:staging_schema_changelist"), {
             "action": "sync_now", "_selected_action": [sample.pk, plain.pk], "index": "0",
@@ -348,7 +349,7 @@ def test_next_parameter_cannot_send_the_user_elsewhere(admin_client, sample, dja
 
 def test_schema_list_shows_pending_failed_last_sync_and_data_links(admin_client, sample):
     keys = ingest(3)
-    sync.staging_sync(schema=sample, trigger=SyncRun.Trigger.COMMAND)
+    sync.staging_sync(user=SYSTEM, schema=sample, trigger=SyncRun.Trigger.COMMAND)
     ingest(2, start=3)
     execute("default", "UPDATE DemSampleTableStg SET sStgStatus = 'failed' WHERE uSampleTableId = %s", [keys[0]])
 
@@ -377,7 +378,7 @@ def test_schema_list_reads_the_backlog_once_per_page_not_per_schema(admin_client
 
 def test_cloud_browser_lists_records_in_key_order_and_finds_one_by_key(admin_client, sample):
     keys = ingest(130)
-    sync.staging_sync(schema=sample, trigger=SyncRun.Trigger.COMMAND)
+    sync.staging_sync(user=SYSTEM, schema=sample, trigger=SyncRun.Trigger.COMMAND)
     url = reverse("admin:staging_schema_cloud", args=[sample.pk])
 
     first = admin_client.get(url)
@@ -392,7 +393,7 @@ def test_cloud_browser_lists_records_in_key_order_and_finds_one_by_key(admin_cli
 
 def test_cloud_browser_is_read_only(admin_client, sample):
     ingest(1)
-    sync.staging_sync(schema=sample, trigger=SyncRun.Trigger.COMMAND)
+    sync.staging_sync(user=SYSTEM, schema=sample, trigger=SyncRun.Trigger.COMMAND)
 
     text = admin_client.get(reverse("admin:staging_schema_cloud", args=[sample.pk])).content.decode()
 
@@ -404,8 +405,8 @@ def test_cloud_browser_is_read_only(admin_client, sample):
 def test_sync_runs_list_shows_counts_and_filters_by_schema_status_and_trigger(admin_client, sample):
     typed = staged_schema(TYPED_SOURCE)
     ingest(2)
-    sync.staging_sync(schema=sample, trigger=SyncRun.Trigger.COMMAND)
-    sync.staging_sync(schema=typed, trigger=SyncRun.Trigger.SCHEDULE)
+    sync.staging_sync(user=SYSTEM, schema=sample, trigger=SyncRun.Trigger.COMMAND)
+    sync.staging_sync(user=SYSTEM, schema=typed, trigger=SyncRun.Trigger.SCHEDULE)
     url = reverse("admin:staging_syncrun_changelist")
 
     everything = admin_client.get(url)
@@ -422,7 +423,7 @@ def test_sync_runs_list_shows_counts_and_filters_by_schema_status_and_trigger(ad
 
 
 def test_sync_runs_are_read_only(admin_client, sample):
-    run = sync.staging_sync(schema=sample, trigger=SyncRun.Trigger.COMMAND)
+    run = sync.staging_sync(user=SYSTEM, schema=sample, trigger=SyncRun.Trigger.COMMAND)
 
     detail = admin_client.get(reverse("admin:staging_syncrun_change", args=[run.pk]))
 
@@ -445,7 +446,7 @@ def test_dashboard_shows_backlog_last_and_next_run_from_the_shared_selector(admi
     from staging.schedules import schedules_setup
 
     keys = ingest(3)
-    sync.staging_sync(schema=sample, trigger=SyncRun.Trigger.COMMAND)
+    sync.staging_sync(user=SYSTEM, schema=sample, trigger=SyncRun.Trigger.COMMAND)
     ingest(2, start=3)
     fail_rows(keys[0])
     schedules_setup()
@@ -464,8 +465,8 @@ def test_dashboard_shows_backlog_last_and_next_run_from_the_shared_selector(admi
 def test_dashboard_chart_has_one_bar_per_run_that_moved_rows(admin_client, sample):
     for start, count in ((0, 2), (2, 3), (5, 3)):
         ingest(count, start=start)
-        sync.staging_sync(schema=sample, trigger=SyncRun.Trigger.COMMAND)
-    sync.staging_sync(schema=sample, trigger=SyncRun.Trigger.COMMAND)  # nothing left: not a bar
+        sync.staging_sync(user=SYSTEM, schema=sample, trigger=SyncRun.Trigger.COMMAND)
+    sync.staging_sync(user=SYSTEM, schema=sample, trigger=SyncRun.Trigger.COMMAND)  # nothing left: not a bar
     old = SyncRun.objects.create(schema="dem:sampleTable", trigger="command", status="succeeded", sent=9)
     SyncRun.objects.filter(pk=old.pk).update(started_at=timezone.now() - timedelta(days=8))
 

@@ -7,6 +7,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from tests.api_tokens import api_token
+from campaignsite.permissions import SYSTEM
 from tests.conftest import BOTH_DATABASES
 from tests.staging.conftest import SAMPLE_SOURCE, rows_of
 from staging import services
@@ -114,14 +115,14 @@ def test_an_already_staged_key_is_409(sample, api):
 
 
 def test_an_outdated_structure_is_409(sample, api):
-    services.schema_update(schema=sample, source=sample.source.replace(
+    services.schema_update(user=SYSTEM, schema=sample, source=sample.source.replace(
         '<attribute label="Test Col 2"', '<attribute name="extra"/><attribute label="Test Col 2"'))
     response = post_json(api, INGEST, {"testcol1": "a"})
     assert response.status_code == 409
 
 
 def test_staging_off_is_409(api):
-    services.structure_update(schema=services.schema_create(source=SAMPLE_SOURCE))
+    services.structure_update(user=SYSTEM, schema=services.schema_create(user=SYSTEM, source=SAMPLE_SOURCE))
     response = post_json(api, INGEST, {"testcol1": "a"})
     assert response.status_code == 409
     assert "autoStg" in json.dumps(response.json())

@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from apitokens.services import api_token_create
 from campaignsite.errors import TooLarge
+from campaignsite.permissions import SYSTEM
 from staging import ddl, services
 from staging.api.parsers import read_bounded
 from staging.models import Schema
@@ -70,7 +71,7 @@ def editor_api() -> APIClient:
 
 @pytest.fixture
 def sample() -> Schema:
-    return services.schema_create(source=SAMPLE)
+    return services.schema_create(user=SYSTEM, source=SAMPLE)
 
 
 def _tables(alias: str) -> set[str]:
@@ -237,7 +238,7 @@ def test_read_of_an_unknown_schema_is_404(admin_api):
 
 
 def test_read_by_staging_id_answers_the_source_schema(admin_api, sample):
-    services.schema_set_auto_stg(schema=sample, enabled=True)
+    services.schema_set_auto_stg(user=SYSTEM, schema=sample, enabled=True)
 
     response = admin_api.get("/api/v1/schemas/dem:sampleTableStg/")
 
@@ -277,7 +278,7 @@ def test_put_of_another_schema_id_is_400(admin_api, sample):
 
 
 def test_put_through_the_staging_id_is_404(admin_api, sample):
-    services.schema_set_auto_stg(schema=sample, enabled=True)
+    services.schema_set_auto_stg(user=SYSTEM, schema=sample, enabled=True)
 
     response = admin_api.put("/api/v1/schemas/dem:sampleTableStg/", SAMPLE, content_type="application/xml")
 
@@ -373,7 +374,7 @@ def test_delete_forgets_the_schema(admin_api, sample):
 
 
 def test_delete_of_a_built_in_schema_is_409(admin_api):
-    services.schema_create(source=(services.BUILTIN_SCHEMA_DIR / "nms_recipient.xml").read_text(), built_in=True)
+    services.schema_create(user=SYSTEM, source=(services.BUILTIN_SCHEMA_DIR / "nms_recipient.xml").read_text(), built_in=True)
 
     response = admin_api.delete("/api/v1/schemas/nms:recipient/")
 
@@ -383,7 +384,7 @@ def test_delete_of_a_built_in_schema_is_409(admin_api):
 
 
 def test_delete_while_staged_rows_wait_is_409(admin_api, sample):
-    services.schema_set_auto_stg(schema=sample, enabled=True)
+    services.schema_set_auto_stg(user=SYSTEM, schema=sample, enabled=True)
     admin_api.post(UPDATE)
     connection = connections["default"]
     with connection.cursor() as cursor:

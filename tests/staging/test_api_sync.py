@@ -9,6 +9,7 @@ from django_q.signing import SignedPackage
 from rest_framework.test import APIClient
 
 from apitokens.services import api_token_create
+from campaignsite.permissions import SYSTEM
 from staging import ddl, sync
 from staging.models import SyncRun
 from staging.services import records_ingest, schema_get
@@ -63,7 +64,7 @@ def failed_rows(ingester, *ids):
     with connections["cloud"].cursor() as cursor:
         table = ddl.quote("DemSampleTable", cursor.db.vendor)
         cursor.executemany(f"INSERT INTO {table} (uSampleTableId) VALUES (%s)", [[i] for i in ids])
-    sync.staging_sync(schema=schema_get(schema_id="dem:sampleTable"), trigger=SyncRun.Trigger.COMMAND)
+    sync.staging_sync(user=SYSTEM, schema=schema_get(schema_id="dem:sampleTable"), trigger=SyncRun.Trigger.COMMAND)
 
 
 # --- POST sync/ ------------------------------------------------------------------------------
@@ -113,7 +114,7 @@ def test_post_sync_of_an_unknown_schema_is_404(db, api):
 def test_post_sync_of_a_schema_with_an_outdated_structure_is_409(sample, api):
     from staging import services
 
-    services.schema_update(schema=sample, source=sample.source.replace(
+    services.schema_update(user=SYSTEM, schema=sample, source=sample.source.replace(
         '<attribute label="Test Col 2"', '<attribute name="extra" type="string"/><attribute label="Test Col 2"'))
 
     response = post(api, SYNC, {"schema": "dem:sampleTable"})
@@ -175,7 +176,7 @@ def test_runs_refuse_an_unknown_status_filter(sample, api):
 
 def test_a_run_is_read_by_id(sample, ingester, api):
     records_ingest(schema_id=STG, records=[record(testcol1="a")], user=ingester)
-    run = sync.staging_sync(schema=sample, trigger=SyncRun.Trigger.COMMAND)
+    run = sync.staging_sync(user=SYSTEM, schema=sample, trigger=SyncRun.Trigger.COMMAND)
 
     body = api.get(f"{RUNS}{run.pk}/").json()
 
@@ -209,7 +210,7 @@ def test_retried_rows_go_through_once_the_cause_is_fixed(sample, ingester, api):
         cursor.execute(f"DELETE FROM {ddl.quote('DemSampleTable', cursor.db.vendor)}")
     post(api, RETRY)
 
-    run = sync.staging_sync(schema=sample, trigger=SyncRun.Trigger.COMMAND)
+    run = sync.staging_sync(user=SYSTEM, schema=sample, trigger=SyncRun.Trigger.COMMAND)
 
     assert (run.sent, run.inserted) == (1, 1)
     assert rows_of(sample)[0]["status"] == "synced"
@@ -248,7 +249,7 @@ def test_failed_row_actions_on_a_schema_without_staging_are_409(api):
     from staging import services
     from tests.staging.test_srcschema import seed_schemas
 
-    services.structure_update(schema=services.schema_create(source=seed_schemas()[0]))
+    services.structure_update(user=SYSTEM, schema=services.schema_create(user=SYSTEM, source=seed_schemas()[0]))
 
     response = post(api, "/api/v1/staging/dem:sampleTable/rows/retry-failed/")
     assert response.status_code == 409

@@ -10,6 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connections
 
+from campaignsite.permissions import SYSTEM
 from staging import services
 from staging.models import Schema
 from tests.conftest import BOTH_DATABASES
@@ -144,8 +145,8 @@ def test_load_schema_refuses_a_destructive_change_without_confirmation(tmp_path)
 
 @db
 def test_update_structure_without_names_applies_every_schema():
-    services.schema_create(source=SAMPLE)
-    services.schema_create(source=SAMPLE.replace('"sampleTable"', '"otherTable"'))
+    services.schema_create(user=SYSTEM, source=SAMPLE)
+    services.schema_create(user=SYSTEM, source=SAMPLE.replace('"sampleTable"', '"otherTable"'))
 
     output = _run("update_structure")
 
@@ -155,7 +156,7 @@ def test_update_structure_without_names_applies_every_schema():
 
 @db
 def test_update_structure_dry_run_prints_the_ddl_and_creates_nothing():
-    services.schema_create(source=SAMPLE)
+    services.schema_create(user=SYSTEM, source=SAMPLE)
 
     output = _run("update_structure", "dem:sampleTable", "--dry-run")
 
@@ -165,7 +166,7 @@ def test_update_structure_dry_run_prints_the_ddl_and_creates_nothing():
 
 @db
 def test_update_structure_second_run_has_nothing_to_do():
-    services.schema_create(source=SAMPLE)
+    services.schema_create(user=SYSTEM, source=SAMPLE)
     _run("update_structure", "dem:sampleTable")
 
     assert "up to date" in _run("update_structure", "dem:sampleTable")
@@ -181,9 +182,9 @@ def test_update_structure_of_an_unknown_schema_fails_naming_it():
 
 @db
 def test_update_structure_refuses_destructive_changes_unless_confirmed():
-    schema = services.schema_create(source=SAMPLE)
-    services.structure_update(schema=schema)
-    services.schema_update(schema=schema, source=WITHOUT_TESTCOL2)
+    schema = services.schema_create(user=SYSTEM, source=SAMPLE)
+    services.structure_update(user=SYSTEM, schema=schema)
+    services.schema_update(user=SYSTEM, schema=schema, source=WITHOUT_TESTCOL2)
 
     _, message = _fail("update_structure", "dem:sampleTable")
 

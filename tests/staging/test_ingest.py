@@ -7,6 +7,7 @@ import pytest
 from django.db import connections
 
 from campaignsite.errors import Conflict, Forbidden, InvalidInput, NotFound, TooLarge, Unauthenticated
+from campaignsite.permissions import SYSTEM
 from staging import ddl, services
 from staging.services import records_ingest, records_ingest_ext, records_write
 from tests.conftest import BOTH_DATABASES
@@ -103,14 +104,14 @@ def test_ingest_of_an_unknown_schema_is_not_found(sample, ingester):
 
 
 def test_ingest_with_staging_off_is_a_conflict_saying_to_enable_it(ingester):
-    services.structure_update(schema=services.schema_create(source=SAMPLE_SOURCE))
+    services.structure_update(user=SYSTEM, schema=services.schema_create(user=SYSTEM, source=SAMPLE_SOURCE))
     with pytest.raises(Conflict) as caught:
         ingest(ingester, record(testcol1="a"))
     assert "autoStg" in caught.value.detail
 
 
 def test_ingest_with_an_outdated_structure_is_a_conflict_saying_to_update_it(sample, ingester):
-    services.schema_update(schema=sample, source=sample.source.replace(
+    services.schema_update(user=SYSTEM, schema=sample, source=sample.source.replace(
         '<attribute label="Test Col 2"', '<attribute name="testcol3" type="string"/><attribute label="Test Col 2"'))
     with pytest.raises(Conflict) as caught:
         ingest(ingester, record(testcol1="a"))
@@ -351,7 +352,7 @@ def test_write_without_a_key_inserts_with_a_new_id(sample, writer):
 
 
 def test_write_works_without_staging(writer):
-    services.structure_update(schema=services.schema_create(source=SAMPLE_SOURCE))
+    services.structure_update(user=SYSTEM, schema=services.schema_create(user=SYSTEM, source=SAMPLE_SOURCE))
     records_write(schema_id="dem:sampleTable", user=writer, records=[record({"id": "A", "testcol1": "x"})])
     assert cloud_rows("DemSampleTable", "uSampleTableId") == [("A",)]
 

@@ -3,6 +3,7 @@
 import pytest
 from django.db import connections
 
+from campaignsite.permissions import SYSTEM
 from staging import services, sync
 from staging.models import SyncRun
 from tests.conftest import BOTH_DATABASES
@@ -32,7 +33,7 @@ def statuses():
 
 
 def sync_now(schema) -> SyncRun:
-    return sync.staging_sync(schema=schema, trigger=SyncRun.Trigger.COMMAND)
+    return sync.staging_sync(user=SYSTEM, schema=schema, trigger=SyncRun.Trigger.COMMAND)
 
 
 def test_ingest_then_sync_inserts_with_generated_and_supplied_ids(sample, user):

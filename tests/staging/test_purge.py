@@ -7,6 +7,7 @@ from django.db import connections
 from django.utils import timezone
 
 from campaignsite.errors import InvalidInput
+from campaignsite.permissions import SYSTEM
 from staging import ddl, sync
 from staging.models import SyncRun
 from staging.services import records_ingest, records_ingest_ext
@@ -30,7 +31,7 @@ def stage(user, *ids, op=None):
 
 
 def run_sync(schema) -> SyncRun:
-    return sync.staging_sync(schema=schema, trigger=SyncRun.Trigger.COMMAND)
+    return sync.staging_sync(user=SYSTEM, schema=schema, trigger=SyncRun.Trigger.COMMAND)
 
 
 def age(*ids, days: float, synced_days: float | None = None):
@@ -64,7 +65,7 @@ def test_synced_rows_older_than_the_retention_are_deleted_and_recent_ones_kept(s
     age("old1", "old2", days=8)
     age("new", days=6)
 
-    deleted = sync.staging_purge()
+    deleted = sync.staging_purge(user=SYSTEM)
 
     assert deleted == {"dem:sampleTable": 2}
     assert statuses(sample) == {"new": "synced"}
@@ -79,7 +80,7 @@ def test_old_pending_and_failed_rows_survive_whatever_their_age(sample, ingester
     age("dup", "done", "waiting", days=3650)
     assert statuses(sample) == {"dup": "failed", "done": "synced", "waiting": "pending"}
 
-    deleted = sync.staging_purge(older_than_days=0)
+    deleted = sync.staging_purge(user=SYSTEM, older_than_days=0)
 
     assert deleted == {"dem:sampleTable": 1}
     assert statuses(sample) == {"dup": "failed", "waiting": "pending"}
@@ -91,7 +92,7 @@ def test_skipped_rows_are_purged_like_synced_rows(sample, ingester):
     assert statuses(sample) == {"ghost": "skipped"}
     age("ghost", days=30)
 
-    assert sync.staging_purge(older_than_days=7) == {"dem:sampleTable": 1}
+    assert sync.staging_purge(user=SYSTEM, older_than_days=7) == {"dem:sampleTable": 1}
     assert rows_of(sample) == []
 
 
@@ -100,7 +101,7 @@ def test_the_sync_time_decides_not_the_staging_time(sample, ingester):
     run_sync(sample)
     age("late", days=30, synced_days=1)  # staged long ago, reached the cloud yesterday
 
-    assert sync.staging_purge(older_than_days=7) == {"dem:sampleTable": 0}
+    assert sync.staging_purge(user=SYSTEM, older_than_days=7) == {"dem:sampleTable": 0}
     assert statuses(sample) == {"late": "synced"}
 
 
@@ -111,7 +112,7 @@ def test_a_synced_row_ingested_again_is_pending_and_survives(sample, ingester):
     stage(ingester, "again")  # IngestExt on a synced key: the same staging row, pending again
     age("again", days=30)  # even if its clock says old
 
-    assert sync.staging_purge(older_than_days=7) == {"dem:sampleTable": 0}
+    assert sync.staging_purge(user=SYSTEM, older_than_days=7) == {"dem:sampleTable": 0}
     assert statuses(sample) == {"again": "pending"}
 
 
@@ -123,7 +124,7 @@ def test_purge_deletes_in_bounded_batches_and_keeps_everything_else(sample, inge
     age(*old, days=30)
     stage(ingester, "pending-new")
 
-    deleted = sync.staging_purge(older_than_days=7, batch_size=3)
+    deleted = sync.staging_purge(user=SYSTEM, older_than_days=7, batch_size=3)
 
     assert deleted == {"dem:sampleTable": 10}
     assert sorted(statuses(sample)) == sorted(set(ids) - set(old) | {"pending-new"})
@@ -133,12 +134,12 @@ def test_schemas_without_a_staging_table_are_left_out(sample, ingester):
     from staging import services
     from tests.staging.conftest import TYPED_SOURCE
 
-    services.schema_create(source=TYPED_SOURCE)  # staged in its source, structure never applied
+    services.schema_create(user=SYSTEM, source=TYPED_SOURCE)  # staged in its source, structure never applied
 
-    assert sync.staging_purge() == {"dem:sampleTable": 0}
+    assert sync.staging_purge(user=SYSTEM) == {"dem:sampleTable": 0}
 
 
 def test_a_negative_retention_is_refused(sample):
     with pytest.raises(InvalidInput) as caught:
-        sync.staging_purge(older_than_days=-1)
+        sync.staging_purge(user=SYSTEM, older_than_days=-1)
     assert caught.value.problems[0].value == "-1"

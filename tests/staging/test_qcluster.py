@@ -21,6 +21,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from campaignsite.db import database_url
+from campaignsite.permissions import SYSTEM
 from staging import sync
 from staging.models import SyncRun
 from staging.schedules import SYNC_SCHEDULE, schedules_setup
@@ -83,7 +84,7 @@ def ingested():
     schema = staged_schema(SAMPLE_SOURCE)
     ingester = make_user("ingester", "ingest")
     records_ingest_ext(schema_id=STG, records=[record({"id": "k1", "testcol1": "first"}, key="@id")], user=ingester)
-    sync.staging_sync(schema=schema, trigger=SyncRun.Trigger.COMMAND)
+    sync.staging_sync(user=SYSTEM, schema=schema, trigger=SyncRun.Trigger.COMMAND)
     records_ingest(schema_id=STG, records=[record(testcol1="new one")], user=ingester)
     records_ingest_ext(schema_id=STG, records=[record({"id": "k1", "testcol2": "second"}, key="@id")], user=ingester)
     assert sorted(r["status"] for r in rows_of(schema)) == ["pending", "pending"]

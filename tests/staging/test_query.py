@@ -15,6 +15,7 @@ from staging.records import records_from_json
 from staging.selectors import query_execute
 from tests.conftest import BOTH_DATABASES
 from tests.staging.conftest import make_user, staged_schema
+from campaignsite.permissions import SYSTEM
 
 pytestmark = pytest.mark.django_db(databases=BOTH_DATABASES)
 
@@ -268,10 +269,10 @@ def test_reading_rows_needs_a_permission(person, reader):
 def test_unknown_schema_staging_off_and_outdated_structure_are_refused(person, reader):
     with pytest.raises(NotFound, match="qry:nobody"):
         run(reader, schema="qry:nobody", operation="count")
-    services.schema_create(source=PERSON.replace('name="person"', 'name="flat"').replace(' autoStg="true"', ""))
+    services.schema_create(source=PERSON.replace('name="person"', 'name="flat"').replace(' autoStg="true"', ""), user=SYSTEM)
     with pytest.raises(Conflict):
         run(reader, schema="qry:flat", operation="count")  # structure never applied
-    flat = services.structure_update(schema=services.schema_get(schema_id="qry:flat"))
+    flat = services.structure_update(schema=services.schema_get(schema_id="qry:flat"), user=SYSTEM)
     assert flat is not None
     with pytest.raises(Conflict, match="Staging is not enabled"):
         run(reader, schema="qry:flatStg", operation="count")

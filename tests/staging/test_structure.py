@@ -4,6 +4,7 @@ import pytest
 from django.db import IntegrityError, connections, transaction
 
 from campaignsite.errors import SchemaInvalid, StructureRefused, TooLarge
+from campaignsite.permissions import SYSTEM
 from staging import ddl, services
 from staging.models import Schema, StructureState
 from tests.conftest import BOTH_DATABASES
@@ -26,14 +27,14 @@ def execute(alias: str, sql: str, params=()):
 
 @pytest.fixture
 def sample() -> Schema:
-    schema = services.schema_create(source=seed_schemas()[0])
-    services.structure_update(schema=schema)
+    schema = services.schema_create(user=SYSTEM, source=seed_schemas()[0])
+    services.structure_update(user=SYSTEM, schema=schema)
     return schema
 
 
 def staged(schema: Schema) -> Schema:
-    schema = services.schema_set_auto_stg(schema=schema, enabled=True)
-    services.structure_update(schema=schema)
+    schema = services.schema_set_auto_stg(user=SYSTEM, schema=schema, enabled=True)
+    services.structure_update(user=SYSTEM, schema=schema)
     return schema
 
 
@@ -64,18 +65,18 @@ def test_tables_can_be_queried_with_unquoted_campaign_names(sample):
 def test_applying_twice_changes_nothing(sample):
     schema = staged(sample)
 
-    second = services.structure_update(schema=schema)
+    second = services.structure_update(user=SYSTEM, schema=schema)
 
     assert second.is_empty
     assert schema.structure_state == StructureState.UP_TO_DATE
 
 
 def test_structure_state_follows_the_source(sample):
-    fresh = services.schema_create(source=schema_xml('<attribute name="a" type="string"/>'))
+    fresh = services.schema_create(user=SYSTEM, source=schema_xml('<attribute name="a" type="string"/>'))
     assert fresh.structure_state == StructureState.NEVER_APPLIED
     assert sample.structure_state == StructureState.UP_TO_DATE
 
-    changed = services.schema_set_auto_stg(schema=sample, enabled=True)
+    changed = services.schema_set_auto_stg(user=SYSTEM, schema=sample, enabled=True)
 
     assert changed.structure_state == StructureState.NEEDS_UPDATE
 
@@ -85,9 +86,9 @@ def test_adding_an_attribute_adds_the_column_and_keeps_rows(sample):
     execute("cloud", "INSERT INTO DemSampleTable (uSampleTableId, sTestcol1) VALUES ('k1', 'kept')")
     source = schema.source.replace(
         '<attribute label="Test Col 2"', '<attribute name="score" type="long"/>\n        <attribute label="Test Col 2"')
-    schema = services.schema_update(schema=schema, source=source)
+    schema = services.schema_update(user=SYSTEM, schema=schema, source=source)
 
-    plan = services.structure_update(schema=schema)
+    plan = services.structure_update(user=SYSTEM, schema=schema)
 
     assert {s.kind for s in plan.statements} == {"add_column"}
     assert execute("cloud", "SELECT sTestcol1, iScore FROM DemSampleTable") == [("kept", 0)]
@@ -97,14 +98,14 @@ def test_adding_an_attribute_adds_the_column_and_keeps_rows(sample):
 def test_dropping_an_attribute_needs_confirmation_then_keeps_other_data(sample):
     execute("cloud", "INSERT INTO DemSampleTable (uSampleTableId, sTestcol1, sTestcol2) VALUES ('k1', 'a', 'b')")
     source = sample.source.replace('<attribute label="Test Col 2" length="255" name="testcol2" type="string"/>', "")
-    schema = services.schema_update(schema=sample, source=source)
+    schema = services.schema_update(user=SYSTEM, schema=sample, source=source)
 
     with pytest.raises(StructureRefused) as excinfo:
-        services.structure_update(schema=schema)
+        services.structure_update(user=SYSTEM, schema=schema)
     assert "confirm" in excinfo.value.message
     assert columns_of("cloud", "DemSampleTable") == ["stestcol1", "stestcol2", "usampletableid"]
 
-    services.structure_update(schema=schema, confirm_destructive=True)
+    services.structure_update(user=SYSTEM, schema=schema, confirm_destructive=True)
 
     assert columns_of("cloud", "DemSampleTable") == ["stestcol1", "usampletableid"]
     assert execute("cloud", "SELECT uSampleTableId, sTestcol1 FROM DemSampleTable") == [("k1", "a")]
@@ -114,11 +115,11 @@ def test_changing_a_type_needs_confirmation_and_converts_the_column(sample):
     execute("cloud", "INSERT INTO DemSampleTable (uSampleTableId, sTestcol2) VALUES ('k1', '42')")
     source = sample.source.replace('length="255" name="testcol2" type="string"', 'name="testcol2" type="long"')
     source = source.replace('name="testcol2" type="long"', 'name="testcol2" type="long" sqlname="sTestcol2"')
-    schema = services.schema_update(schema=sample, source=source)
+    schema = services.schema_update(user=SYSTEM, schema=sample, source=source)
 
     with pytest.raises(StructureRefused):
-        services.structure_update(schema=schema)
-    services.structure_update(schema=schema, confirm_destructive=True)
+        services.structure_update(user=SYSTEM, schema=schema)
+    services.structure_update(user=SYSTEM, schema=schema, confirm_destructive=True)
 
     assert execute("cloud", "SELECT sTestcol2 FROM DemSampleTable") == [(42,)]
     assert services.structure_plan(schema=schema).is_empty
@@ -128,10 +129,10 @@ def test_staging_off_is_refused_while_rows_wait_and_says_how_many(sample):
     schema = staged(sample)
     for key, status in (("a", "pending"), ("b", "pending"), ("c", "failed"), ("d", "synced")):
         execute("default", "INSERT INTO DemSampleTableStg (uSampleTableId, sStgStatus) VALUES (%s, %s)", (key, status))
-    schema = services.schema_set_auto_stg(schema=schema, enabled=False)
+    schema = services.schema_set_auto_stg(user=SYSTEM, schema=schema, enabled=False)
 
     with pytest.raises(StructureRefused) as excinfo:
-        services.structure_update(schema=schema)
+        services.structure_update(user=SYSTEM, schema=schema)
 
     assert "3 row(s) of dem:sampleTableStg are not synchronized yet" in excinfo.value.message
     assert "sync_staging dem:sampleTable" in excinfo.value.detail
@@ -141,9 +142,9 @@ def test_staging_off_is_refused_while_rows_wait_and_says_how_many(sample):
 def test_staging_off_drops_the_table_once_everything_is_synced(sample):
     schema = staged(sample)
     execute("default", "INSERT INTO DemSampleTableStg (uSampleTableId, sStgStatus) VALUES ('a', 'synced')")
-    schema = services.schema_set_auto_stg(schema=schema, enabled=False)
+    schema = services.schema_set_auto_stg(user=SYSTEM, schema=schema, enabled=False)
 
-    plan = services.structure_update(schema=schema)
+    plan = services.structure_update(user=SYSTEM, schema=schema)
 
     assert [s.kind for s in plan.statements] == ["drop_table"]
     assert columns_of("default", "DemSampleTableStg") is None
@@ -151,11 +152,11 @@ def test_staging_off_drops_the_table_once_everything_is_synced(sample):
 
 
 def test_keys_are_unique_in_both_tables():
-    schema = services.schema_create(source=schema_xml(
+    schema = services.schema_create(user=SYSTEM, source=schema_xml(
         '<key name="email"><keyfield xpath="@email"/></key><attribute name="email" type="string"/>',
         element_attrs='autopk="true" autouuid="true" autoStg="true"',
     ))
-    services.structure_update(schema=schema)
+    services.structure_update(user=SYSTEM, schema=schema)
 
     for alias, table in (("cloud", "CusThing"), ("default", "CusThingStg")):
         key = "uThingId"
@@ -167,17 +168,17 @@ def test_keys_are_unique_in_both_tables():
 def test_set_auto_stg_rewrites_only_the_flag_in_the_source(sample):
     original = sample.source
 
-    schema = services.schema_set_auto_stg(schema=sample, enabled=True)
+    schema = services.schema_set_auto_stg(user=SYSTEM, schema=sample, enabled=True)
 
     assert schema.source == original.replace("<element autopk=", '<element autoStg="true" autopk=', 1)
-    off = services.schema_set_auto_stg(schema=schema, enabled=False)
+    off = services.schema_set_auto_stg(user=SYSTEM, schema=schema, enabled=False)
     assert 'autoStg="false"' in off.source and not off.auto_stg
 
 
 def test_source_is_kept_verbatim():
     source = "<!-- my notes -->\n" + seed_schemas()[0]
 
-    schema = services.schema_create(source=source)
+    schema = services.schema_create(user=SYSTEM, source=source)
 
     assert Schema.objects.get(pk=schema.pk).source == source
 
@@ -185,16 +186,16 @@ def test_source_is_kept_verbatim():
 def test_invalid_or_oversized_documents_save_nothing(settings):
     settings.SCHEMA_MAX_BYTES = 10_000
     with pytest.raises(SchemaInvalid):
-        services.schema_create(source=schema_xml('<attribute name="a" type="money"/>'))
+        services.schema_create(user=SYSTEM, source=schema_xml('<attribute name="a" type="money"/>'))
     with pytest.raises(TooLarge):
-        services.schema_create(source=schema_xml(f'<attribute name="a" label="{"x" * 20_000}"/>'))
+        services.schema_create(user=SYSTEM, source=schema_xml(f'<attribute name="a" label="{"x" * 20_000}"/>'))
 
     assert not Schema.objects.exists()
 
 
 def test_built_in_schemas_load_idempotently_with_their_tables():
-    first = services.builtin_schemas_load()
-    again = services.builtin_schemas_load()
+    first = services.builtin_schemas_load(user=SYSTEM)
+    again = services.builtin_schemas_load(user=SYSTEM)
 
     assert [s.schema_id for s in first] == ["nms:appSubscriptionRcp", "nms:recipient", "nms:subscriptionRcp"]
     assert [s.pk for s in again] == [s.pk for s in first]

@@ -6,6 +6,7 @@ import socket
 import pytest
 from django.db import connections
 
+from campaignsite.permissions import SYSTEM
 from staging import services, sync
 from staging.models import SyncLedger, SyncRun
 from tests.conftest import BOTH_DATABASES
@@ -25,8 +26,8 @@ def execute(alias: str, sql: str, params=()):
 
 @pytest.fixture
 def sample():
-    schema = services.schema_create(source=seed_schemas()[1])
-    services.structure_update(schema=schema)
+    schema = services.schema_create(user=SYSTEM, source=seed_schemas()[1])
+    services.structure_update(user=SYSTEM, schema=schema)
     return schema
 
 
@@ -49,7 +50,7 @@ def staged_status():
 
 
 def run(schema, **kwargs) -> SyncRun:
-    return sync.staging_sync(schema=schema, trigger=SyncRun.Trigger.COMMAND, **kwargs)
+    return sync.staging_sync(schema=schema, trigger=SyncRun.Trigger.COMMAND, **{"user": SYSTEM, **kwargs})
 
 
 def test_inserts_reach_the_cloud_and_rows_become_synced(sample):
@@ -173,11 +174,11 @@ def test_a_crash_after_the_cloud_commit_is_recovered_without_applying_twice(samp
 
 
 def test_rows_the_cloud_refuses_are_isolated_and_the_others_go_through():
-    schema = services.schema_create(source=schema_xml(
+    schema = services.schema_create(user=SYSTEM, source=schema_xml(
         '<attribute name="code" type="string"/><attribute name="due" type="date" notNull="true"/>',
         element_attrs='autopk="true" autouuid="true" autoStg="true"',
     ))
-    services.structure_update(schema=schema)
+    services.structure_update(user=SYSTEM, schema=schema)
     for key, columns, due in (("ok1", "code,due", "2026-01-01"), ("bad", "code", None), ("ok2", "code,due", "2026-01-02")):
         execute("default", "INSERT INTO CusThingStg (uThingId, sCode, tsDue, mStgColumns) VALUES (%s, 'c', %s, %s)",
                 (key, due, columns))
@@ -195,7 +196,7 @@ def test_rows_the_cloud_refuses_are_isolated_and_the_others_go_through():
 def test_an_outdated_structure_stops_the_run_and_leaves_rows_pending(sample):
     stage("a", "insert", testcol1="x")
     source = sample.source.replace('<attribute label="Test Col 2"', '<attribute name="extra" type="string"/><attribute label="Test Col 2"')
-    schema = services.schema_update(schema=sample, source=source)
+    schema = services.schema_update(user=SYSTEM, schema=sample, source=source)
 
     result = run(schema)
 
@@ -229,8 +230,8 @@ def test_a_lease_left_by_a_dead_process_on_this_host_is_taken_over(sample):
 
 
 def test_sync_without_staging_is_refused_with_a_reason():
-    schema = services.schema_create(source=seed_schemas()[0])
-    services.structure_update(schema=schema)
+    schema = services.schema_create(user=SYSTEM, source=seed_schemas()[0])
+    services.structure_update(user=SYSTEM, schema=schema)
 
     result = run(schema)
 

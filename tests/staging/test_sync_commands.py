@@ -13,6 +13,7 @@ from django.db import connections
 from django.utils import timezone
 from django_q.models import Schedule
 
+from campaignsite.permissions import SYSTEM
 from staging import ddl, services, sync
 from staging.models import SyncRun
 from staging.schedules import PURGE_SCHEDULE, SYNC_SCHEDULE
@@ -65,7 +66,7 @@ def test_sync_staging_without_schemas_synchronizes_every_staged_schema(sample, t
 
 def test_sync_staging_fails_when_a_run_fails(sample, ingester):
     records_ingest(schema_id=STG, records=[record(testcol1="a")], user=ingester)
-    services.schema_update(schema=sample, source=sample.source.replace(
+    services.schema_update(user=SYSTEM, schema=sample, source=sample.source.replace(
         '<attribute label="Test Col 2"', '<attribute name="extra" type="string"/><attribute label="Test Col 2"'))
 
     with pytest.raises(CommandError) as caught:
@@ -118,7 +119,7 @@ def test_staging_status_prints_the_backlog_per_schema(sample, ingester):
 def test_staging_status_shows_a_schema_whose_table_is_not_there_yet(db):
     from tests.staging.conftest import SAMPLE_SOURCE
 
-    services.schema_set_auto_stg(schema=services.schema_create(source=SAMPLE_SOURCE), enabled=True)
+    services.schema_set_auto_stg(user=SYSTEM, schema=services.schema_create(user=SYSTEM, source=SAMPLE_SOURCE), enabled=True)
 
     out, _ = run("staging_status")
 

@@ -16,6 +16,7 @@ import time
 import pytest
 from django.db import connections
 
+from campaignsite.permissions import SYSTEM
 from staging import services, sync
 from staging.sync import _tables_for, apply_next, record_step
 from staging.models import SyncLedger, SyncRun
@@ -101,7 +102,7 @@ def test_ingestext_updates_racing_syncs_are_never_lost(tmp_path):
         stop.set()
         racer.join(timeout=300)
 
-    final = sync.staging_sync(schema=schema, trigger=SyncRun.Trigger.COMMAND)
+    final = sync.staging_sync(user=SYSTEM, schema=schema, trigger=SyncRun.Trigger.COMMAND)
 
     assert final.status == SyncRun.Status.SUCCEEDED, final.error
     hot = {key: tuple(values) for key, *values in cloud_table() if key.startswith("h")}
@@ -134,7 +135,7 @@ def test_an_update_merged_into_an_insert_being_applied_reaches_the_cloud(bookkee
     services.records_ingest_ext(schema_id=STG, user=user, records=[record(key="@id", id="K", testcol1="new")])
     if bookkeeping == "same run":
         record_step(tables, step)  # also drops the ledger entry
-    run = sync.staging_sync(schema=schema, trigger=SyncRun.Trigger.COMMAND)  # recovers the ledger first
+    run = sync.staging_sync(user=SYSTEM, schema=schema, trigger=SyncRun.Trigger.COMMAND)  # recovers the ledger first
 
     assert cloud_table() == [("K", "new", "b")]
     assert query("default", "SELECT sStgOperation, sStgStatus FROM DemSampleTableStg") == [("insertOrUpdate", "synced")]

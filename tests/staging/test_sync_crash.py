@@ -210,6 +210,69 @@ def test_sigkilled_sync_processes_then_a_final_run_leave_the_exact_cloud_table(t
     assert final.wait(timeout=300) == 0, output_of(final)
 
     assert_complete_and_exact(backlog)
-    finished = SyncRun.objects.filter(schema=schema.schema_id).exclude(finished_at=None)
+    runs = list(SyncRun.objects.filter(schema=schema.schema_id).order_by("pk"))
     # Partial when duplicates were among the rows the final run sent; never busy (the dead holder's lease is taken).
-    assert [run.status for run in finished] in (["partial"], ["succeeded"]), output_of(final)
+    assert runs[-1].status in ("partial", "succeeded"), output_of(final)
+    # Each run killed after it made progress held the lease; whoever took it over closed that run.
+    lost = [run for run in runs[:-1] if run.status == "failed" and run.error.startswith("worker lost")]
+    assert len(lost) >= kills - 1, [(run.status, run.error) for run in runs]
+    assert all(run.finished_at is not None for run in lost)
+
+
+# --- Runs whose worker died: failed ("worker lost"), not running for ever ---------------------------
+
+def start_command(tmp_path, name: str, *args: str) -> subprocess.Popen:
+    log = open(tmp_path / f"{name}.log", "wb")
+    process = subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT, env=subprocess_env(), stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    process.log_path = tmp_path / f"{name}.log"
+    return process
+
+
+def run_command(tmp_path, name: str, *args: str) -> str:
+    process = start_command(tmp_path, name, *args)
+    assert process.wait(timeout=300) == 0, output_of(process)
+    return output_of(process)
+
+
+def killed_mid_sync(tmp_path, schema) -> SyncRun:
+    """A real `sync_staging` process SIGKILLed after it applied some batches; returns its run."""
+    backlog = build_backlog(20_000)
+    load_backlog(backlog)
+    process = start_sync(tmp_path, "killed", batch_size=100)
+    wait_for_progress(process, 500)
+    if process.poll() is not None:
+        pytest.fail(f"the sync ended before it could be killed:\n{output_of(process)}")
+    kill(process)
+    return SyncRun.objects.get(schema=schema.schema_id)
+
+
+def test_a_killed_sync_shows_failed_worker_lost_in_staging_status_and_the_dashboard(tmp_path, admin_client):
+    schema = staged_schema(SAMPLE_SOURCE)
+    run = killed_mid_sync(tmp_path, schema)
+    assert run.status == "running"  # nobody has looked yet: the process could not record its end
+
+    status = run_command(tmp_path, "status", "staging_status")
+    dashboard = admin_client.get("/admin/staging/dashboard/").content.decode()
+
+    line = next(line for line in status.splitlines() if line.startswith(SCHEMA))
+    assert "failed (worker lost)" in line, status
+    run.refresh_from_db()
+    assert run.status == "failed" and run.finished_at is not None
+    assert "worker lost" in run.error and "stay pending" in run.error
+    backlog_row = dashboard[dashboard.index('id="staging-backlog"'):]
+    assert "staging-badge--failed" in backlog_row and "worker lost" in backlog_row
+
+
+def test_the_next_sync_closes_a_killed_runs_record_and_completes_its_rows(tmp_path):
+    schema = staged_schema(SAMPLE_SOURCE)
+    killed = killed_mid_sync(tmp_path, schema)
+
+    final = start_sync(tmp_path, "final", batch_size=1000)
+    assert final.wait(timeout=300) == 0, output_of(final)
+
+    killed.refresh_from_db()
+    assert (killed.status, killed.error.split(":")[0]) == ("failed", "worker lost")
+    assert done_rows() == len(staged_outcomes())  # nothing left pending
+    assert not SyncRun.objects.filter(status="running").exists()

@@ -13,6 +13,7 @@ from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
 from campaignsite.errors import Conflict, Forbidden, NotFound, Unauthenticated
+from campaignsite.permissions import SYSTEM
 from staging import services, sync, tasks
 from staging.models import SyncRun
 from staging.services import records_ingest
@@ -153,8 +154,8 @@ def test_enqueue_of_an_unknown_schema_is_not_found(db, operator):
 def test_enqueue_of_a_schema_without_staging_is_refused_at_once(operator):
     from tests.staging.test_srcschema import seed_schemas
 
-    schema = services.schema_create(source=seed_schemas()[0])  # autoStg off
-    services.structure_update(schema=schema)
+    schema = services.schema_create(user=SYSTEM, source=seed_schemas()[0])  # autoStg off
+    services.structure_update(user=SYSTEM, schema=schema)
 
     with pytest.raises(Conflict) as caught:
         sync.sync_enqueue(schema=schema.schema_id, trigger=SyncRun.Trigger.API, user=operator)

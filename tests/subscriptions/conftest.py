@@ -5,6 +5,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connections
 
+from campaignsite.permissions import SYSTEM
 from staging import services as staging_services
 from staging.models import SyncRun
 from subscriptions import services
@@ -22,7 +23,7 @@ def execute(alias: str, sql: str, params=()):
 @pytest.fixture
 def builtins():
     """nms:recipient, nms:subscriptionRcp and nms:appSubscriptionRcp with their tables applied."""
-    return {schema.schema_id: schema for schema in staging_services.builtin_schemas_load()}
+    return {schema.schema_id: schema for schema in staging_services.builtin_schemas_load(user=SYSTEM)}
 
 
 def make_user(username: str, *perms: str) -> User:
@@ -78,4 +79,4 @@ def unsubscribe(user, service="newsletter", *, email="", recipient_id="", origin
 
 
 def process(**kwargs) -> SyncRun:
-    return services.subscriptions_process(trigger=SyncRun.Trigger.COMMAND, **kwargs)
+    return services.subscriptions_process(trigger=SyncRun.Trigger.COMMAND, **{"user": SYSTEM, **kwargs})

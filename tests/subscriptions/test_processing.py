@@ -8,6 +8,7 @@ from django.core import mail
 from django.core.management import call_command
 from django.utils import timezone
 
+from campaignsite.permissions import SYSTEM
 from staging import services as staging_services
 from staging import sync
 from staging.models import SyncLedger
@@ -140,7 +141,7 @@ def test_a_recipient_not_yet_in_the_cloud_waits_then_is_processed_once_synced(re
 
     recipient = RecordInput(values={"email": "late@example.com"}, key=None, operation=None)
     staging_services.records_ingest(schema_id="nms:recipientStg", records=[recipient], user=requester)
-    sync.staging_sync(schema=builtins["nms:recipient"], trigger="command")
+    sync.staging_sync(user=SYSTEM, schema=builtins["nms:recipient"], trigger="command")
     process()
 
     assert subscriptions() == [("late@example.com", "newsletter", "active")]
@@ -265,8 +266,8 @@ def test_validity_sets_the_expiry_and_the_daily_task_unsubscribes_expired_ones(r
     subscription = Subscription.objects.get()
     assert subscription.expires - subscription.created == timedelta(days=30)
 
-    assert services.subscriptions_expire(now=timezone.now() + timedelta(days=29)) == 0
-    assert services.subscriptions_expire(now=timezone.now() + timedelta(days=31)) == 1
+    assert services.subscriptions_expire(user=SYSTEM, now=timezone.now() + timedelta(days=29)) == 0
+    assert services.subscriptions_expire(user=SYSTEM, now=timezone.now() + timedelta(days=31)) == 1
 
     assert subscriptions() == []
     assert history()[-1] == ("a@example.com", "trial", "unsubscribe", "expired")
@@ -376,7 +377,7 @@ def test_mobile_app_registrations_sync_like_any_staged_schema(requester, builtin
     [uuid] = staging_services.records_ingest(schema_id="nms:appSubscriptionRcpStg", records=[record],
                                              user=requester).uuids
 
-    run = sync.staging_sync(schema=builtins["nms:appSubscriptionRcp"], trigger="command")
+    run = sync.staging_sync(user=SYSTEM, schema=builtins["nms:appSubscriptionRcp"], trigger="command")
 
     assert run.inserted == 1
     assert execute("cloud", "SELECT uAppSubscriptionRcpId, sRegistrationToken, sMobileApp, sRecipientId, iDisabled "

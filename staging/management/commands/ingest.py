@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from campaignsite.errors import DomainError, InvalidInput, Problem
+from campaignsite.permissions import SYSTEM
 from staging import services
 from staging.records import (
     RecordInput, check_record_schema, is_collection, record_from_element, records_from_csv, records_from_jsonl,
@@ -19,20 +20,6 @@ from staging.srcschema import STAGING_SUFFIX
 from staging.xml import iterparse_xml
 
 FORMATS = {".xml": "xml", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
-
-
-class LocalOperator:
-    """Whoever runs manage.py on the server: they hold the database credentials already, so the
-    permission checks have nothing to protect. `--user` runs the same checks as SOAP and REST."""
-
-    is_authenticated = True
-    is_active = True
-
-    def has_perm(self, perm: str, obj=None) -> bool:
-        return True
-
-    def __str__(self) -> str:
-        return "local operator"
 
 
 class _ProgressReader(io.RawIOBase):
@@ -91,7 +78,7 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=5000,
                             help="Records validated and committed together (default 5000).")
         parser.add_argument("--user", help="Check this user's permissions (staging.ingest), as SOAP and REST do. "
-                                           "Without it the command runs as the trusted local operator.")
+                                           "Without it the command acts as the system (no permission check).")
 
     def handle(self, *args, schema, file, ext, format, batch_size, user, **options):
         if batch_size < 1:
@@ -100,7 +87,7 @@ class Command(BaseCommand):
         if fmt is None:
             raise CommandError(f"Cannot tell the format of {file}; pass --format xml, jsonl or csv.")
         try:
-            actor = get_user_model().objects.get(username=user) if user else LocalOperator()
+            actor = get_user_model().objects.get(username=user) if user else SYSTEM
         except get_user_model().DoesNotExist:
             raise CommandError(f"No user named '{user}'.") from None
         try:

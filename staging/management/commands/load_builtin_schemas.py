@@ -3,6 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from campaignsite.errors import DomainError
+from campaignsite.permissions import SYSTEM
 from staging import services
 
 
@@ -15,7 +16,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            schemas = services.builtin_schemas_load()
+            schemas = services.builtin_schemas_load(user=SYSTEM)
         except DomainError as exc:
             raise CommandError(exc.detail) from None
         for schema in schemas:

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from campaignsite.errors import DomainError, TooLarge
+from campaignsite.permissions import SYSTEM
 from staging import services
 
 
@@ -57,8 +58,8 @@ class Command(BaseCommand):
 
     def _load(self, path: Path, *, update_structure: bool, confirm_destructive: bool) -> None:
         source = read_source(path)
-        schema, outcome = services.schema_load(source=source)
+        schema, outcome = services.schema_load(source=source, user=SYSTEM)
         self.stdout.write(f"{path}: {outcome} {schema.schema_id}")
         if update_structure:
-            plan = services.structure_update(schema=schema, confirm_destructive=confirm_destructive)
+            plan = services.structure_update(schema=schema, confirm_destructive=confirm_destructive, user=SYSTEM)
             self.stdout.write(plan.as_text())

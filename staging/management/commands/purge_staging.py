@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from campaignsite.errors import DomainError
+from campaignsite.permissions import SYSTEM
 from staging.sync import staging_purge
 
 
@@ -21,7 +22,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, days, **options):
         try:
-            deleted = staging_purge(older_than_days=days)
+            deleted = staging_purge(older_than_days=days, user=SYSTEM)
         except DomainError as exc:
             raise CommandError(exc.detail) from None
         for schema_id, count in deleted.items():

@@ -8,6 +8,7 @@ manager (systemd, a container runtime) sees the failure and can restart the pair
 """
 
 import ctypes
+import ipaddress
 import os
 import signal
 import subprocess
@@ -38,6 +39,27 @@ def _bracketed(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to an address others reach
+
+
+def debug_exposure_refuse(host: str) -> None:
+    """CommandError when DEBUG is on and `host` is reachable by other machines (debug pages show
+    tracebacks, settings and SQL to whoever asks), unless ALLOW_DEBUG_ON_PUBLIC_HOST=1."""
+    if settings.DEBUG and not _is_loopback(host) and not settings.ALLOW_DEBUG_ON_PUBLIC_HOST:
+        raise CommandError(
+            f"Refusing to serve with DEBUG=1 on {host}: other machines could read Django's debug pages "
+            "(tracebacks, settings, SQL). Unset DEBUG, serve on 127.0.0.1, or set ALLOW_DEBUG_ON_PUBLIC_HOST=1 "
+            "if this network is yours alone."
+        )
+
+
 class Command(BaseCommand):
     help = (
         "Serve the admin, SOAP and REST with gunicorn (HOST, PORT, WEB_WORKERS, WEB_TIMEOUT) and run the "
@@ -54,6 +76,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-cluster", action="store_true", help="serve only; run `manage.py qcluster` elsewhere")
 
     def handle(self, *args, host: str, port: int, workers: int, no_cluster: bool, **options):
+        debug_exposure_refuse(host)
         base_dir = Path(settings.BASE_DIR)
         commands = {
             "gunicorn": [

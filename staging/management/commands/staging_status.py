@@ -9,6 +9,14 @@ def _when(value) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "-"
 
 
+def _run_text(run) -> str:
+    if run is None:
+        return "never"
+    # The error's first clause ("worker lost", "Database error, rows left pending") says why it failed.
+    why = f" ({run.error.split(':')[0]})" if run.status == run.Status.FAILED and run.error else ""
+    return f"{run.status}{why} {_when(run.started_at)}"
+
+
 class Command(BaseCommand):
     help = (
         "Print, for every staged schema: rows pending and failed, when the oldest pending row was staged, the "
@@ -27,7 +35,7 @@ class Command(BaseCommand):
                 "-" if b.pending is None else str(b.pending),
                 "-" if b.failed is None else str(b.failed),
                 _when(b.oldest_pending),
-                f"{b.last_run.status} {_when(b.last_run.started_at)}" if b.last_run else "never",
+                _run_text(b.last_run),
                 _when(b.next_run) if b.next_run else "not scheduled (manage.py setup_schedules)",
             )
             for b in backlog

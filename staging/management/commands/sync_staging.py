@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from campaignsite.errors import DomainError
+from campaignsite.permissions import SYSTEM
 from staging import services, sync
 from staging.models import SyncRun
 from staging.selectors import backlog_by_schema
@@ -54,7 +55,7 @@ class Command(BaseCommand):
                 bar.update(counts.sent - bar.n)
 
             try:
-                run = sync.staging_sync(schema=schema, trigger=SyncRun.Trigger.COMMAND, batch_size=batch_size,
+                run = sync.staging_sync(schema=schema, trigger=SyncRun.Trigger.COMMAND, user=SYSTEM, batch_size=batch_size,
                                         on_batch=on_batch)
             finally:
                 bar.close()

@@ -3,6 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from campaignsite.errors import DomainError
+from campaignsite.permissions import SYSTEM
 from staging import services
 from staging.models import Schema
 
@@ -33,6 +34,7 @@ class Command(BaseCommand):
                     schema=services.schema_get(schema_id=schema_id),
                     confirm_destructive=confirm_destructive,
                     dry_run=dry_run,
+                    user=SYSTEM,
                 )
             except DomainError as exc:
                 message = f"{schema_id}: {exc.detail}"

@@ -2,6 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from campaignsite.permissions import SYSTEM
 from staging.models import SyncRun
 from subscriptions import services
 
@@ -19,7 +20,7 @@ class Command(BaseCommand):
             if options["verbosity"] >= 2:
                 self.stdout.write(f"  {counts.sent} request(s) read…")
 
-        run = services.subscriptions_process(trigger=SyncRun.Trigger.COMMAND, batch_size=batch_size,
+        run = services.subscriptions_process(trigger=SyncRun.Trigger.COMMAND, user=SYSTEM, batch_size=batch_size,
                                              on_batch=progress)
         summary = (f"{run.sent} request(s): {run.inserted} subscribed, {run.deleted} unsubscribed, "
                    f"{run.updated} denylisted, {run.skipped} waiting or skipped, {run.failed} failed")
@@ -27,5 +28,5 @@ class Command(BaseCommand):
             raise CommandError(f"Processing {run.status}: {run.error} ({summary})")
         self.stdout.write(f"Processing {run.status}: {summary}.")
         if expire:
-            count = services.subscriptions_expire()
+            count = services.subscriptions_expire(user=SYSTEM)
             self.stdout.write(f"{count} expired subscription(s) unsubscribed.")
