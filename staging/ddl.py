@@ -127,7 +127,13 @@ def table_alias(description: SchemaDescription) -> str:
 
 
 def desired_tables(description: SchemaDescription) -> tuple[TableSpec, ...]:
-    """The tables a description calls for: its own table, and its staging table when autoStg is on."""
+    """The tables a description calls for: its own table, and its staging table when autoStg is on.
+
+    A view (`view="true"`) maps a table that exists already and that nobody here manages: none. A
+    key-less schema gets a table without primary key.
+    """
+    if description.view:
+        return ()
     business = tuple(_business_column(a, staging=False) for a in description.attributes)
     pk_columns = tuple(description.attribute(n).sql_name for n in description.primary_key)
     indexes = _key_indexes(description, description.sql_table)
@@ -201,7 +207,8 @@ def _key_indexes(description: SchemaDescription, table: str) -> tuple[IndexSpec,
     def columns(fields):
         return tuple(description.attribute(f).sql_name for f in fields)
 
-    specs = [IndexSpec(index_name(table, k.name), columns(k.fields), unique=True) for k in description.keys]
+    specs = [IndexSpec(index_name(table, k.name), columns(k.fields), unique=True)
+             for k in description.keys if k.db_index]
     specs += [IndexSpec(index_name(table, i.name), columns(i.fields), unique=i.unique) for i in description.indexes]
     return tuple(specs)
 
@@ -274,7 +281,7 @@ def _column_sql(column: ColumnSpec, vendor: str, *, inline_pk: bool = False) -> 
 def create_table_sql(table: TableSpec, vendor: str, name: str | None = None) -> str:
     serial_pk = table.primary_key == (COL_SEQ,)
     lines = [_column_sql(c, vendor, inline_pk=serial_pk and c.name == COL_SEQ) for c in table.columns]
-    if not serial_pk:
+    if table.primary_key and not serial_pk:
         lines.append("PRIMARY KEY (" + ", ".join(quote(c, vendor) for c in table.primary_key) + ")")
     body = ",\n  ".join(lines)
     return f"CREATE TABLE {quote(name or table.name, vendor)} (\n  {body}\n)"
