@@ -12,6 +12,7 @@ Campaign's spelling and compares names case-insensitively anyway.
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 
 from staging.srcschema import NUMERIC_TYPES, Attribute, SchemaDescription
@@ -345,6 +346,10 @@ def _alter_table(table: TableSpec, state: TableState, vendor: str, applied: dict
     def stmt(sql, kind, destructive=False):
         return Statement(table.alias, sql, kind, table.name, table.role, destructive)
 
+    # A longer string (an extension growing a length) loses nothing: PostgreSQL widens the VARCHAR in
+    # place, and SQLite does not enforce VARCHAR lengths at all, so there is nothing to run there.
+    widened = [c for c in retyped if _widens(applied.get(c.name.lower(), ""), wanted_types[c.name.lower()])]
+    retyped = [c for c in retyped if c not in widened]
     if vendor == SQLITE and (removed or retyped):
         return _sqlite_rebuild(table, state, removed, retyped, stmt)
 
@@ -356,12 +361,24 @@ def _alter_table(table: TableSpec, state: TableState, vendor: str, applied: dict
         qc = quote(column.name, vendor)
         out.append(stmt(f"ALTER TABLE {qt} ALTER COLUMN {qc} TYPE {sql_type(column, vendor)} USING {qc}::"
                         f"{sql_type(column, vendor)}", "alter_type", True))
+    if vendor == POSTGRESQL:
+        for column in widened:
+            out.append(stmt(f"ALTER TABLE {qt} ALTER COLUMN {quote(column.name, vendor)} TYPE "
+                            f"{sql_type(column, vendor)}", "alter_type"))
     for column in missing:
         out.append(stmt(f"ALTER TABLE {qt} ADD COLUMN {_column_sql(column, vendor)}", "add_column"))
     for name, index in wanted_indexes.items():
         if name not in state.indexes:
             out.append(stmt(create_index_sql(table, index, vendor), "create_index"))
     return out
+
+
+_SIZED = re.compile(r"^(string|uuid)\((\d+)\)$")
+
+
+def _widens(applied: str, wanted: str) -> bool:
+    before, after = _SIZED.match(applied), _SIZED.match(wanted)
+    return bool(before and after and before.group(1) == after.group(1) and int(after.group(2)) >= int(before.group(2)))
 
 
 def _sqlite_rebuild(table, state, removed, retyped, stmt) -> list[Statement]:

@@ -361,7 +361,7 @@ def parse_srcschema(
     resolve: Resolver | None = None,
     extensions: Sequence[str | bytes] = (),
     extension_builtin: bool = False,
-    skip_unresolved_links: bool = False,
+    local_only: bool = False,
 ) -> SchemaDescription:
     """Parse and check a srcSchema document, with the extension schemas `extensions` merged in.
 
@@ -369,8 +369,9 @@ def parse_srcschema(
     TooLarge from the hardened parser. `builtin` allows Campaign's reserved namespaces (and
     `extension_builtin` for the extensions). `resolve` returns the description of another schema
     (link targets, templates, `ref=`, qualified enumerations), None when it is not loaded.
-    `skip_unresolved_links` leaves out the foreign keys of links whose target cannot be resolved
-    instead of refusing them (used to break cycles of links between schemas).
+    `local_only` checks the document by itself: references to schemas `resolve` does not know
+    (link targets, templates, `ref=`) are left out instead of refused (a first check before the
+    registry is read, and the way cycles of links between schemas are broken).
     """
     root = _root(source, max_bytes)
     errors = _Collector()
@@ -383,12 +384,7 @@ def parse_srcschema(
         for ext_source in extensions:
             ext_root = _root(ext_source, max_bytes)
             merged.append(_merge_extension(root, ext_root, base_id, errors, extension_builtin))
-    return _Parser(root, errors, resolve, skip_unresolved_links, tuple(merged)).describe()
-
-
-def extension_target(source: str | bytes, *, max_bytes: int = 1_048_576) -> str | None:
-    """The schema an extension schema extends (`extendedSchema`), or None for a schema of its own."""
-    return (_root(source, max_bytes).get("extendedSchema") or "").strip() or None
+    return _Parser(root, errors, resolve, local_only, tuple(merged)).describe()
 
 
 def _root(source, max_bytes):
@@ -542,12 +538,12 @@ def _override_attribute(existing, override, errors: _Collector, base_id: str) ->
 # --- The description of one (merged) document ---------------------------------------------------
 
 class _Parser:
-    def __init__(self, root, errors: _Collector, resolve: Resolver | None, skip_unresolved_links: bool,
+    def __init__(self, root, errors: _Collector, resolve: Resolver | None, local_only: bool,
                  extensions: tuple[str, ...]):
         self.root = root
         self.errors = errors
         self.resolve = resolve
-        self.skip_unresolved_links = skip_unresolved_links
+        self.local_only = local_only
         self.extensions = extensions
         self.namespace = (root.get("namespace") or "").strip()
         self.name = (root.get("name") or "").strip()
@@ -850,6 +846,8 @@ class _Parser:
 
     def _include_template(self, template: str, main) -> None:
         target = self.lookup(template) if template != self.id else None
+        if target is None and self.local_only:
+            return
         if target is None:
             self.errors.add(f"template '{template}' is not available: load the schema {template} first, or remove "
                             "template=", line=main.sourceline, attribute="template", value=template)
@@ -895,6 +893,8 @@ class _Parser:
             return
         schema_id, element_name = f"{parts[0]}:{parts[1]}", parts[2]
         target = self.lookup(schema_id)
+        if target is None and self.local_only:
+            return
         if target is None:
             self.errors.add(f"{attr}=\"{reference}\": schema {schema_id} is not loaded; load it first",
                             line=element.sourceline, attribute=attr, value=reference)
@@ -925,7 +925,7 @@ class _Parser:
         found = target.field(name) if (target and name) else None
         if found is None and schema_id == self.id:
             found = next((a for a in (*self.attributes, *self.xml_fields) if a.name == name), None)
-        if found is None:
+        if found is None and not (self.local_only and target is None and schema_id != self.id):
             self.errors.add(f"ref=\"{reference}\" does not name an attribute of a loaded schema",
                             line=element.sourceline, attribute="ref", value=reference)
         return found
@@ -1026,7 +1026,7 @@ class _Parser:
             else:
                 target = self.lookup(link.target)
                 if target is None:
-                    if not self.skip_unresolved_links:
+                    if not self.local_only:
                         errors.add(f"link '{link.name}' targets {link.target}, which is not loaded; load "
                                    f"{link.target} first (links need their target's key)",
                                    line=link.line, attribute="target", value=link.target)
