@@ -12,6 +12,7 @@ Campaign's spelling and compares names case-insensitively anyway.
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 
 from staging.srcschema import NUMERIC_TYPES, Attribute, SchemaDescription
@@ -127,7 +128,13 @@ def table_alias(description: SchemaDescription) -> str:
 
 
 def desired_tables(description: SchemaDescription) -> tuple[TableSpec, ...]:
-    """The tables a description calls for: its own table, and its staging table when autoStg is on."""
+    """The tables a description calls for: its own table, and its staging table when autoStg is on.
+
+    A view (`view="true"`) maps a table that exists already and that nobody here manages: none. A
+    key-less schema gets a table without primary key.
+    """
+    if description.view:
+        return ()
     business = tuple(_business_column(a, staging=False) for a in description.attributes)
     pk_columns = tuple(description.attribute(n).sql_name for n in description.primary_key)
     indexes = _key_indexes(description, description.sql_table)
@@ -201,7 +208,8 @@ def _key_indexes(description: SchemaDescription, table: str) -> tuple[IndexSpec,
     def columns(fields):
         return tuple(description.attribute(f).sql_name for f in fields)
 
-    specs = [IndexSpec(index_name(table, k.name), columns(k.fields), unique=True) for k in description.keys]
+    specs = [IndexSpec(index_name(table, k.name), columns(k.fields), unique=True)
+             for k in description.keys if k.db_index]
     specs += [IndexSpec(index_name(table, i.name), columns(i.fields), unique=i.unique) for i in description.indexes]
     return tuple(specs)
 
@@ -274,7 +282,7 @@ def _column_sql(column: ColumnSpec, vendor: str, *, inline_pk: bool = False) -> 
 def create_table_sql(table: TableSpec, vendor: str, name: str | None = None) -> str:
     serial_pk = table.primary_key == (COL_SEQ,)
     lines = [_column_sql(c, vendor, inline_pk=serial_pk and c.name == COL_SEQ) for c in table.columns]
-    if not serial_pk:
+    if table.primary_key and not serial_pk:
         lines.append("PRIMARY KEY (" + ", ".join(quote(c, vendor) for c in table.primary_key) + ")")
     body = ",\n  ".join(lines)
     return f"CREATE TABLE {quote(name or table.name, vendor)} (\n  {body}\n)"
@@ -338,6 +346,10 @@ def _alter_table(table: TableSpec, state: TableState, vendor: str, applied: dict
     def stmt(sql, kind, destructive=False):
         return Statement(table.alias, sql, kind, table.name, table.role, destructive)
 
+    # A longer string (an extension growing a length) loses nothing: PostgreSQL widens the VARCHAR in
+    # place, and SQLite does not enforce VARCHAR lengths at all, so there is nothing to run there.
+    widened = [c for c in retyped if _widens(applied.get(c.name.lower(), ""), wanted_types[c.name.lower()])]
+    retyped = [c for c in retyped if c not in widened]
     if vendor == SQLITE and (removed or retyped):
         return _sqlite_rebuild(table, state, removed, retyped, stmt)
 
@@ -349,12 +361,24 @@ def _alter_table(table: TableSpec, state: TableState, vendor: str, applied: dict
         qc = quote(column.name, vendor)
         out.append(stmt(f"ALTER TABLE {qt} ALTER COLUMN {qc} TYPE {sql_type(column, vendor)} USING {qc}::"
                         f"{sql_type(column, vendor)}", "alter_type", True))
+    if vendor == POSTGRESQL:
+        for column in widened:
+            out.append(stmt(f"ALTER TABLE {qt} ALTER COLUMN {quote(column.name, vendor)} TYPE "
+                            f"{sql_type(column, vendor)}", "alter_type"))
     for column in missing:
         out.append(stmt(f"ALTER TABLE {qt} ADD COLUMN {_column_sql(column, vendor)}", "add_column"))
     for name, index in wanted_indexes.items():
         if name not in state.indexes:
             out.append(stmt(create_index_sql(table, index, vendor), "create_index"))
     return out
+
+
+_SIZED = re.compile(r"^(string|uuid)\((\d+)\)$")
+
+
+def _widens(applied: str, wanted: str) -> bool:
+    before, after = _SIZED.match(applied), _SIZED.match(wanted)
+    return bool(before and after and before.group(1) == after.group(1) and int(after.group(2)) >= int(before.group(2)))
 
 
 def _sqlite_rebuild(table, state, removed, retyped, stmt) -> list[Statement]:

@@ -20,25 +20,101 @@ from campaignsite.errors import Conflict, InvalidInput, NotFound, Problem, Schem
 from campaignsite.permissions import acting_user, permission_require
 from staging import ddl
 from staging import records as rec
-from staging.models import Schema, StructureState
+from staging.models import Schema, SchemaRegistry, StructureState, description_digest
 from staging.srcschema import STAGING_SUFFIX, SchemaDescription, parse_srcschema
 
 BUILTIN_SCHEMA_DIR = Path(__file__).resolve().parent / "builtin_schemas"
 
 
-def _describe(source: str, *, built_in: bool) -> SchemaDescription:
-    return parse_srcschema(source, builtin=built_in, max_bytes=settings.SCHEMA_MAX_BYTES)
+def _described(source: str, *, built_in: bool, existing: Schema | None = None) -> tuple[SchemaDescription, str]:
+    """The description `source` would have once saved, checked against the registry, and its extends.
+
+    An extension is described by itself and merged into the schema it extends, which must hold too;
+    a schema is described with its extensions merged in. Raises SchemaInvalid naming what is wrong.
+    """
+    # The document by itself first, so a broken file is refused before the registry is read.
+    local = parse_srcschema(source, builtin=built_in, max_bytes=settings.SCHEMA_MAX_BYTES, local_only=True)
+    schema_id, extends = local.id, local.extends
+    if existing is not None and schema_id != existing.schema_id:
+        raise SchemaInvalid(
+            f"The document defines {schema_id}, not {existing.schema_id}.",
+            [Problem("a schema's namespace and name cannot change; create a new schema instead",
+                     attribute="name", value=schema_id)],
+        )
+    registry = SchemaRegistry.load(overrides={schema_id: (source, built_in, extends or "")})
+    if extends:
+        base = registry.rows.get(extends)
+        if base is None:
+            raise SchemaInvalid(
+                f"Extension schemas of '{extends}' need '{extends}' loaded first.",
+                [Problem(f"load the schema {extends}, then this extension", attribute="extendedSchema",
+                         value=extends)],
+            )
+        if base[2]:
+            raise SchemaInvalid(
+                f"{extends} is itself an extension (of {base[2]}); extend {base[2]} instead.",
+                [Problem(f'set extendedSchema="{base[2]}"', attribute="extendedSchema", value=extends)],
+            )
+    description = registry.describe(schema_id)
+    if extends:
+        merged = registry.describe(extends)
+        if merged.view:
+            raise SchemaInvalid(f"{extends} is a view; a view cannot be extended.")
+    return description, extends or ""
 
 
-def _apply_source(schema: Schema, source: str, description: SchemaDescription, user) -> None:
+def _apply_source(schema: Schema, source: str, description: SchemaDescription, extends: str, user) -> None:
     schema.source = source
     schema.namespace = description.namespace
     schema.name = description.name
     schema.label = description.label
-    schema.auto_stg = description.auto_stg
-    schema.target_fingerprint = ddl.fingerprint(ddl.desired_tables(description))
+    schema.extends = extends
+    # An extension owns no table: its columns are its base's, and so is its structure update.
+    schema.auto_stg = description.auto_stg and not extends
+    schema.target_fingerprint = ddl.fingerprint(() if extends else ddl.desired_tables(description))
+    schema.description_digest = description_digest(description)
     schema.modified_by = acting_user(user)
     schema.__dict__.pop("description", None)
+
+
+def _refresh_registry(*, skip: str | None = None) -> None:
+    """Re-describe every other schema after a change: a base gains or loses an extension's columns, a
+    link's foreign key follows its target's key. A schema whose structure changed shows "needs update"."""
+    registry = SchemaRegistry.load()
+    for schema in Schema.objects.order_by("namespace", "name"):
+        if schema.schema_id == skip:
+            continue
+        try:
+            description = registry.describe(schema.schema_id)
+        except SchemaInvalid:
+            continue  # left as it was: its next update says what is wrong
+        fields = {
+            "label": description.label,
+            "auto_stg": description.auto_stg and not schema.extends,
+            "target_fingerprint": ddl.fingerprint(() if schema.extends else ddl.desired_tables(description)),
+            "description_digest": description_digest(description),
+        }
+        changed = [name for name, value in fields.items() if getattr(schema, name) != value]
+        if changed:
+            for name in changed:
+                setattr(schema, name, fields[name])
+            schema.save(update_fields=changed)
+
+
+def _dependants(schema: Schema) -> list[str]:
+    """Ids of the schemas that need `schema`: its extensions, and those that link to or include it."""
+    registry = SchemaRegistry.load()
+    found = set(registry.extensions_of(schema.schema_id))
+    for other in registry.rows:
+        if other == schema.schema_id or other in found:
+            continue
+        try:
+            registry.describe(other)
+        except SchemaInvalid:
+            continue
+        if schema.schema_id in registry.dependencies.get(other, ()):
+            found.add(other)
+    return sorted(found)
 
 
 def schema_get(*, schema_id: str) -> Schema:
@@ -54,14 +130,19 @@ def schema_get(*, schema_id: str) -> Schema:
 
 @transaction.atomic(using="default")
 def schema_create(*, source: str, user, built_in: bool = False) -> Schema:
-    """Register a new schema from its srcSchema XML (structure not applied yet). Needs `staging.add_schema`."""
+    """Register a new schema from its srcSchema XML (structure not applied yet). Needs `staging.add_schema`.
+
+    An extension schema (`extendedSchema`) needs the schema it extends; creating it changes that
+    schema's structure (it shows "needs update").
+    """
     permission_require(user, "staging.add_schema", "create schemas")
-    description = _describe(source, built_in=built_in)
+    description, extends = _described(source, built_in=built_in)
     if Schema.objects.filter(namespace=description.namespace, name=description.name).exists():
         raise Conflict(f"Schema {description.id} already exists; update it instead.")
     schema = Schema(built_in=built_in)
-    _apply_source(schema, source, description, user)
+    _apply_source(schema, source, description, extends, user)
     schema.save()
+    _refresh_registry(skip=schema.schema_id)
     return schema
 
 
@@ -73,15 +154,10 @@ def schema_update(*, schema: Schema, source: str, user) -> Schema:
 
 @transaction.atomic(using="default")
 def _schema_update(schema: Schema, source: str, user) -> Schema:
-    description = _describe(source, built_in=schema.built_in)
-    if description.id != schema.schema_id:
-        raise SchemaInvalid(
-            f"The document defines {description.id}, not {schema.schema_id}.",
-            [Problem("a schema's namespace and name cannot change; create a new schema instead",
-                     attribute="name", value=description.id)],
-        )
-    _apply_source(schema, source, description, user)
+    description, extends = _described(source, built_in=schema.built_in, existing=schema)
+    _apply_source(schema, source, description, extends, user)
     schema.save()
+    _refresh_registry(skip=schema.schema_id)
     return schema
 
 
@@ -91,8 +167,8 @@ def schema_load(*, source: str, user, built_in: bool = False) -> tuple[Schema, s
 
     Returns (schema, outcome) with outcome "created", "updated" or "unchanged".
     """
-    description = _describe(source, built_in=built_in)
-    existing = Schema.objects.filter(namespace=description.namespace, name=description.name).first()
+    local = parse_srcschema(source, builtin=built_in, max_bytes=settings.SCHEMA_MAX_BYTES, local_only=True)
+    existing = Schema.objects.filter(namespace=local.namespace, name=local.name).first()
     if existing is None:
         return schema_create(source=source, user=user, built_in=built_in), "created"
     permission_require(user, "staging.change_schema", "change schemas")
@@ -101,13 +177,22 @@ def schema_load(*, source: str, user, built_in: bool = False) -> tuple[Schema, s
     return _schema_update(existing, source, user), "updated"
 
 
+@transaction.atomic(using="default")
 def schema_delete(*, schema: Schema, user) -> None:
     """Forget a schema. Its tables stay in the databases: dropping data is a separate, manual step.
 
-    Refused for built-in schemas and while the staging table holds rows not synchronized yet. Needs
-    `staging.delete_schema`.
+    Refused for built-in schemas, for schemas that others extend, link to or include, and while the
+    staging table holds rows not synchronized yet. Deleting an extension changes the structure of the
+    schema it extended: its columns are dropped by that schema's next (confirmed) structure update.
+    Needs `staging.delete_schema`.
     """
     permission_require(user, "staging.delete_schema", "delete schemas")
+    dependants = _dependants(schema)
+    if dependants:
+        raise Conflict(
+            f"{schema.schema_id} cannot be deleted: {', '.join(dependants)} extend, link to or include it.",
+            [Problem("delete or change those schemas first", value=schema.schema_id)],
+        )
     if schema.built_in:
         raise Conflict(
             f"{schema.schema_id} is a built-in schema and cannot be deleted.",
@@ -121,7 +206,9 @@ def schema_delete(*, schema: Schema, user) -> None:
                 f"{schema.schema_id} cannot be deleted: {waiting} staged row(s) are not synchronized yet.",
                 [Problem("synchronize them, or discard the failed ones, first", value=schema.schema_id)],
             )
+    schema_id = schema.schema_id
     schema.delete()
+    _refresh_registry(skip=schema_id)
 
 
 _ELEMENT_TAG = re.compile(r"""<element(?:\s+[\w:.-]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*/?>""")
@@ -155,8 +242,23 @@ def schema_set_auto_stg(*, schema: Schema, enabled: bool, user) -> Schema:
     return _schema_update(schema, source, user)
 
 
+def structure_owner(schema: Schema) -> Schema:
+    """The schema whose tables a structure update changes: an extension's is the schema it extends."""
+    if not schema.extends:
+        return schema
+    base = schema.base
+    if base is None:
+        raise Conflict(f"{schema.schema_id} extends {schema.extends}, which is not loaded.",
+                       [Problem(f"load {schema.extends} first", value=schema.extends)])
+    return base
+
+
 def structure_plan(*, schema: Schema) -> ddl.Plan:
-    """The DDL that would bring both databases to the schema's current source (nothing runs)."""
+    """The DDL that would bring both databases to the schema's current source (nothing runs).
+
+    For an extension: the plan of the schema it extends (the extension owns no table).
+    """
+    schema = structure_owner(schema)
     description = schema.description
     desired = ddl.desired_tables(description)
     previous = {(t["role"], t["alias"], t["name"]) for t in schema.applied_structure.get("tables", [])}
@@ -192,6 +294,7 @@ def structure_update(*, schema: Schema, user, confirm_destructive: bool = False,
     when the plan drops columns or changes types without `confirm_destructive`, and when it would drop
     a staging table that still holds unsynced rows.
     """
+    schema = structure_owner(schema)
     if dry_run:
         permission_require(user, "staging.view_schema", "view schemas")
         return structure_plan(schema=schema)
@@ -308,6 +411,7 @@ def staging_schema_get(*, schema_id: str) -> Schema:
     if schema is None:
         raise NotFound(f"Unknown schema '{schema_id}'.", [Problem("no schema has this staging id",
                                                                    attribute="xtkschema", value=schema_id)])
+    _refuse_extension(schema, schema_id, staging=True)
     if not schema.auto_stg:
         raise Conflict(
             f"Staging is not enabled on {schema.schema_id}, so {schema_id} does not exist.",
@@ -332,8 +436,18 @@ def cloud_schema_get(*, schema_id: str) -> Schema:
             )
         raise NotFound(f"Unknown schema '{schema_id}'.", [Problem("no schema has this id", attribute="xtkschema",
                                                                    value=schema_id)])
+    _refuse_extension(schema, schema_id, staging=False)
     _require_structure(schema)
     return schema
+
+
+def _refuse_extension(schema: Schema, schema_id: str, *, staging: bool) -> None:
+    if schema.extends:
+        target = f"{schema.extends}{STAGING_SUFFIX}" if staging else schema.extends
+        raise InvalidInput(
+            f"'{schema.schema_id}' is an extension of {schema.extends}; its fields are written through "
+            f"{target}.", [Problem(f'set xtkschema="{target}"', attribute="xtkschema", value=schema_id)],
+        )
 
 
 # Values as the database driver wants them. SQLite gets text that sorts and compares correctly
