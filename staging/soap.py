@@ -247,6 +247,46 @@ def _md5(text: str) -> str:
     return hashlib.md5(text.encode("utf-8")).hexdigest()
 
 
+def _xpath(name: str) -> str:
+    """`location/city` -> `location/@city`: an attribute path as Campaign writes it."""
+    *parents, leaf = name.split("/")
+    return "/".join([*parents, f"@{leaf}"])
+
+
+def _element_content(description: SchemaDescription) -> str:
+    """The attributes of the main element, sub-elements nested as `<element name="location">`, and the
+    links as `<element type="link">`. The mData column holding the XML fields is storage, not shown."""
+    tree: dict = {}  # sub-element name -> subtree; "" -> the attribute elements at this level
+    for attribute in (*description.attributes, *description.xml_fields):
+        if attribute.xml_data:
+            continue
+        *parents, leaf = attribute.name.split("/")
+        node = tree
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node.setdefault("", []).append(xml_element("attribute", {
+            "name": leaf, "type": attribute.type, "sqlname": None if attribute.xml else attribute.sql_name,
+            "label": attribute.label or None, "desc": attribute.desc or None,
+            "length": str(attribute.length) if attribute.type in ("string", "uuid") and attribute.length else None,
+            "notNull": "true" if attribute.not_null else None, "enum": attribute.enum, "default": attribute.default,
+            "xml": "true" if attribute.xml else None,
+        }))
+
+    def render(node: dict) -> str:
+        return "".join(node.get("", [])) + "".join(
+            xml_element("element", {"name": name}, render(child)) for name, child in node.items() if name)
+
+    links = "".join(
+        xml_element("element", {
+            "name": link.name, "type": "link", "target": link.target, "label": link.label or None,
+            "unbound": "true" if link.unbound else None, "integrity": link.integrity,
+            "revLink": link.rev_link, "revIntegrity": link.rev_integrity,
+        }, "".join(xml_element("join", {"xpath-src": _xpath(s), "xpath-dst": _xpath(d)}) for s, d in link.joins))
+        for link in description.links
+    )
+    return render(tree) + links
+
+
 def schema_document(description: SchemaDescription, *, staging: bool) -> str:
     """The compiled-schema document (`xtk:schema`) of a source schema or of its staging schema.
 
@@ -257,19 +297,13 @@ def schema_document(description: SchemaDescription, *, staging: bool) -> str:
     name = description.staging_element if staging else description.name
     label = f"{description.label} (Staging)" if staging else description.label
     table = description.staging_table if staging else description.sql_table
-    attributes = "".join(
-        xml_element("attribute", {
-            "name": a.name, "type": a.type, "sqlname": a.sql_name, "label": a.label or None, "desc": a.desc or None,
-            "length": str(a.length) if a.type in ("string", "uuid") and a.length else None,
-            "notNull": "true" if a.not_null else None, "enum": a.enum, "default": a.default,
-        })
-        for a in description.attributes
-    )
-    keys = xml_element("key", {"name": "id", "internal": "true"},
-                       "".join(xml_element("keyfield", {"xpath": f"@{f}"}) for f in description.primary_key))
-    keys += "".join(
-        xml_element("key", {"name": k.name}, "".join(xml_element("keyfield", {"xpath": f"@{f}"}) for f in k.fields))
-        for k in description.keys
+    keys = "".join(
+        xml_element("key", {"name": key_name, "internal": internal},
+                    "".join(xml_element("keyfield", {"xpath": _xpath(f)}) for f in fields))
+        for key_name, internal, fields in (
+            *([("id", "true", description.primary_key)] if description.primary_key else []),
+            *((k.name, None, k.fields) for k in description.keys),
+        )
     )
     enumerations = "".join(
         xml_element("enumeration", {"name": e.name, "basetype": e.basetype, "default": e.default},
@@ -282,7 +316,7 @@ def schema_document(description: SchemaDescription, *, staging: bool) -> str:
         "autouuid": "true" if description.autouuid else None,
         "autoStg": "true" if description.auto_stg and not staging else None,
         "dataSource": None if staging else description.data_source,
-    }, keys + attributes)
+    }, keys + _element_content(description))
     root_attrs = {
         "namespace": description.namespace, "name": name, "label": label,
         "labelSingular": description.label_singular or None, "xtkschema": "xtk:schema",

@@ -172,7 +172,8 @@ def test_a_schema_document_carries_labels_enumerations_and_keys_for_the_sdk(soap
     assert (schema.get("label"), schema.get("labelSingular"), schema.get("mappingType")) == (
         "Recipients", "Recipient", "sql")
     assert re.fullmatch(r"[0-9a-f]{32}", schema.get("md5"))
-    (gender,) = schema.findall("{*}enumeration")
+    enumerations = {e.get("name"): e for e in schema.findall("{*}enumeration")}
+    gender = enumerations["gender"]
     assert (gender.get("name"), gender.get("basetype"), gender.get("default")) == ("gender", "byte", "unknown")
     assert [(v.get("name"), v.get("value"), v.get("label")) for v in gender.findall("{*}value")][:2] == [
         ("unknown", "0", "Not specified"), ("male", "1", "Male")]
@@ -182,6 +183,10 @@ def test_a_schema_document_carries_labels_enumerations_and_keys_for_the_sdk(soap
     assert attributes["email"].get("label") == "Email"
     assert attributes["created"].get("default") == "GetDate()"
     assert [k.get("xpath") for k in element.find("{*}key").findall("{*}keyfield")] == ["@id"]
+    # Sub-elements nest as Campaign's compiled schemas do: <element name="location"><attribute name="city"/>.
+    location = element.find("{*}element[@name='location']")
+    assert "city" in [a.get("name") for a in location.findall("{*}attribute")]
+    assert not any("/" in name for name in attributes)
 
 
 def test_the_option_schema_is_served(soap, session):

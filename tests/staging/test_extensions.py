@@ -100,7 +100,7 @@ def test_flat_extension_fields_ingest_and_sync_into_the_base_cloud_table(recipie
 
     services.records_ingest(schema_id="nms:recipientStg", user=user, records=[
         record({"email": "ann@example.com", "branch": "12", "loyalty": "gold"})])
-    staging_sync(schema=fresh(recipient, user=SYSTEM), trigger="command", user=SYSTEM)
+    staging_sync(schema=fresh(recipient), trigger="command", user=SYSTEM)
 
     with connections["cloud"].cursor() as cursor:
         cursor.execute("SELECT sEmail, iBranch, sLoyalty FROM NmsRecipient")
@@ -137,7 +137,7 @@ def test_updating_an_extension_changes_the_base_fingerprint(recipient):
     services.structure_update(schema=extension, user=SYSTEM)
     before = fresh(recipient).target_fingerprint
 
-    services.schema_update(schema=extension, source=EXTENSION.replace('length="20"', 'length="40"', user=SYSTEM), user=SYSTEM)
+    services.schema_update(schema=extension, source=EXTENSION.replace('length="20"', 'length="40"'), user=SYSTEM)
 
     assert fresh(recipient).target_fingerprint != before
     assert fresh(recipient).structure_state == StructureState.NEEDS_UPDATE
@@ -152,7 +152,7 @@ def test_an_extension_before_its_base_is_refused_by_name(db):
 
 def test_an_extension_in_a_reserved_namespace_is_refused(recipient):
     with pytest.raises(SchemaInvalid) as excinfo:
-        services.schema_create(source=EXTENSION.replace('namespace="cus"', 'namespace="nms"', user=SYSTEM), user=SYSTEM)
+        services.schema_create(source=EXTENSION.replace('namespace="cus"', 'namespace="nms"'), user=SYSTEM)
 
     assert "namespace 'nms' is reserved" in excinfo.value.detail
 
