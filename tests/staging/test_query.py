@@ -5,7 +5,7 @@ import json
 
 import pytest
 from django.db import connections
-from rest_framework.authtoken.models import Token
+from tests.api_tokens import api_token
 from rest_framework.test import APIClient
 
 from campaignsite.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -350,7 +350,7 @@ QUERY = "/api/v1/query/"
 
 def api_for(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 
