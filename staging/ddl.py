@@ -388,10 +388,11 @@ def _sqlite_rebuild(table, state, removed, retyped, stmt) -> list[Statement]:
     temp = f"{table.name}__rebuild"
     kept = [c.name for c in table.columns if c.name.lower() in state.columns]
     columns = ", ".join(quote(c, vendor) for c in kept)
-    out = [
-        stmt(create_table_sql(table, vendor, name=temp), "rebuild", True),
-        stmt(f"INSERT INTO {quote(temp, vendor)} ({columns}) SELECT {columns} FROM {quote(table.name, vendor)}",
-             "rebuild", True),
+    out = [stmt(create_table_sql(table, vendor, name=temp), "rebuild", True)]
+    if kept:  # when no column survives (a new key replaces every old column) there is nothing to copy
+        out.append(stmt(f"INSERT INTO {quote(temp, vendor)} ({columns}) SELECT {columns} FROM "
+                        f"{quote(table.name, vendor)}", "rebuild", True))
+    out += [
         stmt(f"DROP TABLE {quote(table.name, vendor)}", "rebuild", True),
         stmt(f"ALTER TABLE {quote(temp, vendor)} RENAME TO {quote(table.name, vendor)}", "rebuild", True),
     ]

@@ -525,14 +525,17 @@ def _override_attribute(existing, override, errors: _Collector, base_id: str) ->
                    line=line, attribute="sqlname", value=override.get("sqlname"))
         return
     new_length = override.get("length")
+    keep_length = False
     if base_type == "string" and new_length is not None:
         old = existing.get("length") or str(DEFAULT_STRING_LENGTH)
         if new_length.strip().isdigit() and old.strip().isdigit() and int(new_length) < int(old):
-            errors.add(f"an extension can only grow the length of '{name}' ({old} in {base_id}); shrinking it "
-                       "would truncate stored values", line=line, attribute="length", value=new_length)
-            return
+            # Adobe's own extension examples shorten built-in fields; shrinking the column could truncate
+            # stored values, so the longer length stays and the rest of the override applies.
+            errors.warn(f"an extension cannot shorten '{name}' ({old} in {base_id}): the column keeps length "
+                        f"{old}", line=line, attribute="length", value=new_length)
+            keep_length = True
     for attr, value in override.attrib.items():
-        if attr not in ("name", "_operation"):
+        if attr not in ("name", "_operation") and not (attr == "length" and keep_length):
             existing.set(attr, value)
 
 
@@ -557,6 +560,7 @@ class _Parser:
         self.referenced: set[str] = set()
         self.resolved: dict[str, SchemaDescription | None] = {}
         self.expanding: list[str] = []  # elements being expanded through ref=, to stop cycles
+        self.unresolved_links: set[str] = set()  # bound links whose target could not be resolved
         self.autopk = False
 
     @property
@@ -580,7 +584,7 @@ class _Parser:
             for el in others:
                 errors.add(f"the main <element> must be named like the schema ('{main_name}')",
                            line=el.sourceline, attribute="name", value=el.get("name"))
-            if main_name and not others:
+            if main_name:
                 errors.add(f'add the main element <element name="{main_name}">', line=root.sourceline)
             raise SchemaInvalid(f"Schema {self.id} is invalid.", errors.problems)
         if len(mains) > 1:
@@ -591,7 +595,8 @@ class _Parser:
         autopk = self.autopk = errors.boolean(main, "autopk")
         autouuid = errors.boolean(main, "autouuid")
         auto_stg = errors.boolean(main, "autoStg")
-        view = errors.boolean(main, "view")
+        # Campaign reads view="true" on the main element or on <srcSchema> itself (both are documented).
+        view = errors.boolean(main, "view") or errors.boolean(root, "view")
         sql_table = main.get("sqltable") or default_table_name(self.namespace, self.name)
         self._check_sql_table(main, sql_table, view)
 
@@ -1028,6 +1033,9 @@ class _Parser:
             else:
                 target = self.lookup(link.target)
                 if target is None:
+                    # Parsed alone (local_only), the link is known but its columns are not: keys
+                    # naming it (xlink) are checked when the target is at hand.
+                    self.unresolved_links.add(link.name)
                     if not self.local_only:
                         errors.add(f"link '{link.name}' targets {link.target}, which is not loaded; load "
                                    f"{link.target} first (links need their target's key)",
@@ -1076,6 +1084,8 @@ class _Parser:
                     out.append(item)
                     continue
                 _, link_name, line = item
+                if link_name in self.unresolved_links:
+                    continue  # its target is missing: reported for the link itself, when it matters
                 link = by_name.get(link_name)
                 if link is None or link.unbound or not link.joins:
                     self.errors.add(f"<keyfield xlink=\"{link_name}\"> needs a link of cardinality 1 named "
