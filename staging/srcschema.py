@@ -710,6 +710,12 @@ class _Parser:
         errors = self.errors
         errors.unknown_attributes(child, _KNOWN_ELEMENT_ATTRS, _describe_element(child))
         name = (child.get("name") or "").strip()
+        inlined = (child.get("aggregate") or child.get("ref") or "").strip()
+        if not name and inlined:
+            # <element aggregate="ns:schema:element"/> without a name copies that element's content in
+            # place, at the current level (Campaign's documented way to share a block of fields).
+            self._include_reference(child, "aggregate" if child.get("aggregate") else "ref", inlined, path, xml=xml)
+            return
         if not name or not _NAME_RE.match(name):
             errors.add("a sub-<element> needs a name of letters, digits, '_' or '-', starting with a letter",
                        line=child.sourceline, attribute="name", value=name or None)

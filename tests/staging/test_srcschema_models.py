@@ -392,3 +392,19 @@ def test_rekeying_a_table_so_no_column_survives_plans_runnable_sqlite():
         connection.execute(statement.sql)
 
     assert [row[1] for row in connection.execute('PRAGMA table_info("CusMember")')] == ["uMemberId"]
+
+
+# A nameless <element aggregate="..."/> copies a shared block of fields in place, as the seed-address
+# extension of https://experienceleague.adobe.com/docs/campaign-classic/using/sending-messages/using-seed-addresses/seed-addresses.html does.
+def test_a_nameless_aggregate_copies_the_shared_element_in_place():
+    description = parse_srcschema("""<srcSchema namespace="cus" name="ticket">
+      <element name="contact"><attribute name="phone" length="20"/><element name="postal">
+        <attribute name="town" length="40"/></element></element>
+      <element name="audit"><attribute name="openedBy" length="40"/></element>
+      <element name="ticket" autopk="true"><element aggregate="cus:ticket:contact"/>
+        <element name="owner"><element aggregate="audit"/></element></element>
+    </srcSchema>""")
+
+    assert [a.name for a in description.attributes if a.name != "id"] == [
+        "phone", "postal/town", "owner/openedBy"]
+    assert "not the main element" not in " ".join(str(w) for w in description.warnings)
