@@ -935,12 +935,19 @@ class _Parser:
             schema_id, xpath = self.id, reference
         name = xpath_to_name(xpath)
         target = self.lookup(schema_id) if schema_id != self.id else None
-        found = target.field(name) if (target and name) else None
-        if found is None and schema_id == self.id:
-            found = next((a for a in (*self.attributes, *self.xml_fields) if a.name == name), None)
+        # The path may start at the schema's main element (`cus:person:person/@lastname`).
+        main_name = schema_id.partition(":")[2]
+        names = [name, name[len(main_name) + 1:]] if name and name.startswith(main_name + "/") else [name]
+        found = None
+        for candidate in names:
+            if found is None and target and candidate:
+                found = target.field(candidate)
+            if found is None and schema_id == self.id:
+                found = next((a for a in (*self.attributes, *self.xml_fields) if a.name == candidate), None)
         if found is None and not (self.local_only and target is None and schema_id != self.id):
-            self.errors.add(f"ref=\"{reference}\" does not name an attribute of a loaded schema",
-                            line=element.sourceline, attribute="ref", value=reference)
+            attr = "ref" if element.get("ref") is not None else "template"
+            self.errors.add(f"{attr}=\"{reference}\" does not name an attribute of a loaded schema",
+                            line=element.sourceline, attribute=attr, value=reference)
         return found
 
     def _fragment(self, element) -> list[Attribute]:

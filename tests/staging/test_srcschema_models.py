@@ -408,3 +408,17 @@ def test_a_nameless_aggregate_copies_the_shared_element_in_place():
     assert [a.name for a in description.attributes if a.name != "id"] == [
         "phone", "postal/town", "owner/openedBy"]
     assert "not the main element" not in " ".join(str(w) for w in description.warnings)
+
+
+# template="ns:schema:<main element>/@attr" (the path starting at the main element), as in the same page.
+def test_an_attribute_template_path_may_start_at_the_main_element():
+    resolve = registry(SHOP)
+    described = parse_srcschema('<srcSchema namespace="cus" name="kiosk"><element name="kiosk" autopk="true">'
+                                '<attribute name="signage" template="cus:shop:shop/@title"/></element></srcSchema>',
+                                resolve=resolve)
+    assert (described.attribute("signage").type, described.attribute("signage").length) == ("string", 60)
+
+    detail = refusal('<srcSchema namespace="cus" name="kiosk"><element name="kiosk" autopk="true">'
+                     '<attribute name="motto" template="cus:shop:shop/@motto"/></element></srcSchema>',
+                     resolve=resolve)
+    assert 'template="cus:shop:shop/@motto" does not name an attribute' in detail
