@@ -22,7 +22,10 @@ KEY_ATTR = "_key"
 OPERATION_ATTR = "_operation"
 SCHEMA_ATTR = "xtkschema"
 _TECHNICAL_ATTRS = frozenset({KEY_ATTR, OPERATION_ATTR, SCHEMA_ATTR})
-_XPATH_RE = re.compile(r"^\[?@([A-Za-z][A-Za-z0-9_-]*)\]?$")
+# `@email`, `[@folder-id]`, or a sub-element path `location/@city` (named `location/city`).
+_XPATH_RE = re.compile(r"^\[?((?:[A-Za-z][A-Za-z0-9_-]*/)*)@([A-Za-z][A-Za-z0-9_-]*)\]?$")
+# Separator of the path names of nested values: `<location city=".."/>` is the value `location/city`.
+PATH_SEP = "/"
 
 
 @contextmanager
@@ -57,45 +60,56 @@ class RecordInput:
 
 
 def parse_key(raw: str) -> tuple[str, ...]:
-    """`_key="@email, [@folder-id]"` -> ("email", "folder-id"). Parts that are not `@name` XPaths are
-    kept as written, so validation can name them."""
+    """`_key="@email, [@folder-id], location/@city"` -> ("email", "folder-id", "location/city"). Parts
+    that are not such XPaths are kept as written, so validation can name them."""
     parts = []
     for part in raw.split(","):
         part = part.strip()
         if not part:
             continue
         match = _XPATH_RE.match(part)
-        parts.append(match.group(1) if match else part)
+        parts.append(match.group(1) + match.group(2) if match else part)
     return tuple(parts)
 
 
 def record_from_element(element, index: int) -> RecordInput:
     """A record element (`<sampleTableStg a="..." _key="@id"/>`) as a RecordInput.
 
-    Raises InvalidInput for child elements or text inside the record: records are flat documents
-    (links and XML collections inside a record are not supported).
+    Sub-elements become path-named values (`<location city="Paris"/>` -> `location/city`, the text of
+    `<comment>..</comment>` -> `comment`), at any depth; a link element keeps its `_key` as
+    `company/_key`. Raises InvalidInput for text directly inside the record or a repeated sub-element.
     """
-    _check_flat(element, index)
     values: dict[str, str | None] = dict(element.attrib)
     values.pop(SCHEMA_ATTR, None)  # read by records_from_xml
+    if len(element) or element.text:
+        _nested_values(element, index, values)
     return _record_input(values, element.sourceline)
 
 
-def _check_flat(element, index: int) -> None:
-    for child in element if len(element) else ():
-        if isinstance(child.tag, str):
-            raise InvalidInput(
-                f"Record {index} contains an element <{child.tag}>; records must be flat.",
-                [Problem("child elements (links, collections) inside a record are not supported; write the data "
-                         "as attributes of the record element", record=index, attribute=child.tag,
-                         line=child.sourceline)],
-            )
+def _nested_values(element, index: int, values: dict) -> None:
+    """Adds the path-named values of `element`'s sub-elements to `values` (records with children only:
+    flat records never come here)."""
     if element.text and element.text.strip():
         raise InvalidInput(
             f"Record {index} contains text; values go in attributes.",
             [Problem("text content inside a record is not accepted; write values as attributes",
                      record=index, value=element.text.strip(), line=element.sourceline)],
         )
+    stack = [(child, child.tag) for child in element.iterchildren("*")]
+    seen = set()
+    while stack:
+        child, path = stack.pop()
+        if path in seen:
+            raise InvalidInput(
+                f"Record {index} repeats the element <{path}>.",
+                [Problem("a sub-element appears once per record (collections inside a record are not supported)",
+                         record=index, attribute=path, line=child.sourceline)])
+        seen.add(path)
+        for name, value in child.items():
+            values[path + PATH_SEP + name] = value
+        if child.text is not None and child.text.strip() or len(child) == 0 and not len(child.attrib):
+            values[path] = child.text or ""
+        stack.extend((grandchild, path + PATH_SEP + grandchild.tag) for grandchild in child.iterchildren("*"))
 
 
 def _record_input(values: dict, line: int | None) -> RecordInput:
@@ -134,8 +148,8 @@ def records_from_xml(root) -> tuple[str | None, list[RecordInput]]:
         own = values.pop(SCHEMA_ATTR, None)
         if own is not None and own != schema_id:
             schema_id = check_record_schema(schema_id, own, index, child.sourceline)
-        if not flat:
-            _check_flat(child, index)
+        if not flat and (len(child) or child.text):
+            _nested_values(child, index, values)
         records.append(_record_input(values, line))
     return schema_id, records
 
@@ -233,16 +247,36 @@ def record_from_json(item, index: int, line: int | None = None) -> RecordInput:
                                         record=index, attribute=OPERATION_ATTR, value=str(value), line=line))
         elif name == SCHEMA_ATTR:
             continue
+        elif isinstance(value, dict):
+            _json_nested(value, name, index, line, values, problems)
         else:
             try:
                 values[name] = json_scalar(value)
             except TypeError:
-                problems.append(Problem("values are strings, numbers, booleans or null; nested objects and lists "
-                                        "are not accepted", record=index, attribute=name, value=str(value)[:80],
+                problems.append(Problem("values are strings, numbers, booleans, null or nested objects; lists are "
+                                        "not accepted", record=index, attribute=name, value=str(value)[:80],
                                         line=line))
     if problems:
         raise InvalidInput(f"Record {index} is not a valid record.", problems)
     return RecordInput(values=values, key=key, operation=operation, line=line)
+
+
+def _json_nested(item: dict, path: str, index: int, line, values: dict, problems: list) -> None:
+    """The values of a nested object as path-named values (`{"location": {"city": ..}}` ->
+    `location/city`), any depth; a link's `_key` may be a list of XPaths, kept as one text."""
+    for name, value in item.items():
+        name = path + PATH_SEP + name
+        if isinstance(value, dict):
+            _json_nested(value, name, index, line, values, problems)
+        elif name.endswith(PATH_SEP + KEY_ATTR) and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            values[name] = ", ".join(value)
+        else:
+            try:
+                values[name] = json_scalar(value)
+            except TypeError:
+                problems.append(Problem("values are strings, numbers, booleans, null or nested objects; lists are "
+                                        "not accepted", record=index, attribute=name, value=str(value)[:80],
+                                        line=line))
 
 
 _TEXTS = frozenset({str, type(None)})
@@ -279,7 +313,9 @@ def records_from_jsonl(lines: Iterable[str]) -> Iterator[RecordInput]:
 
 
 def records_from_csv(lines: Iterable[str]) -> Iterator[RecordInput]:
-    """Records of CSV text whose header names the attributes (plus optional `_key`, `_operation`).
+    """Records of CSV text whose header names the attributes (plus optional `_key`, `_operation`);
+    sub-element attributes by path (`location/city` or `location/@city`), a link's key fields too
+    (`company/_key`, `company/name`).
 
     An empty cell means "not supplied" (so a CSV row can carry a partial update); use JSON Lines to
     send an empty string.
@@ -288,7 +324,9 @@ def records_from_csv(lines: Iterable[str]) -> Iterator[RecordInput]:
     header = next(reader, None)
     if not header:
         raise InvalidInput("The CSV file is empty.", [Problem("the first line names the attributes", line=1)])
-    header = [h.strip() for h in header]
+    # `location/city` and `location/@city` both name the sub-element attribute `location/city`.
+    header = [PATH_SEP.join(step.lstrip("@") for step in h.strip().split(PATH_SEP)) if PATH_SEP in h else h.strip()
+              for h in header]
     ended = reader.line_num
     for cells in reader:
         line, ended = ended + 1, reader.line_num

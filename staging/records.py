@@ -13,15 +13,17 @@ from itertools import chain, repeat
 from operator import attrgetter
 from typing import Any, Callable, Iterable, Sequence
 
+from staging.xmldata import merge_xml_data, xml_document
+
 from campaignsite.errors import InvalidInput, Problem
 from staging.readers import (  # noqa: F401 (re-exported: callers read records through this module)
     _TECHNICAL_ATTRS, JSON_MAX_DEPTH, KEY_ATTR, OPERATION_ATTR, SCHEMA_ATTR, RecordInput, check_record_schema,
     collector_paused, is_collection, json_decode, json_scalar, parse_key, record_from_element, record_from_json,
     records_from_csv, records_from_json, records_from_jsonl, records_from_xml,
 )
-from staging.srcschema import Attribute, SchemaDescription
+from staging.srcschema import STAGING_SUFFIX, XML_DATA_ATTR, XML_ONLY_TYPES, Attribute, SchemaDescription
 from staging.values import (  # noqa: F401 (re-exported)
-    _INT_RANGES, ID_ATTR, _Converters, _string_converter, _to_boolean, new_uuid, new_uuids, parse_date,
+    _INT_RANGES, ID_ATTR, _converter, _Converters, _string_converter, _to_boolean, new_uuid, new_uuids, parse_date,
     parse_datetime, parse_datetime_naive, parse_time, uuid_factory,
 )
 
@@ -73,7 +75,7 @@ class Row:
 
 
 def _accepted(description: SchemaDescription, mode: str) -> str:
-    names = [a.name for a in description.attributes]
+    names = [a.name for a in (*description.attributes, *description.xml_fields) if not a.xml_data]
     if mode != WRITE:
         names.append(DELETE_ATTR)
     return ", ".join(names)
@@ -101,7 +103,8 @@ def validate_records(
         checks[attribute.name] = (attribute, None if plain else convert, attribute.length if plain else None)
     has_id = description.attribute(ID_ATTR) is not None
     primary_key = tuple(description.primary_key)
-    if mode == INGEST:
+    xml_fields = _XmlFields(description) if description.xml_fields else None
+    if mode == INGEST and xml_fields is None:
         # The common Ingest call, every record plain, is checked for the whole call at once.
         plain = {name: length for name, (_, convert, length) in checks.items() if convert is None}
         if _all_plain(records, plain):
@@ -116,6 +119,7 @@ def validate_records(
         mark = len(problems)
         values: dict[str, Any] = {}
         delete = False
+        xml_values = None
         for name, raw in record.values.items():
             check = checks.get(name)
             if check is not None and raw:
@@ -137,6 +141,10 @@ def validate_records(
                     except ValueError as exc:
                         found.append(Problem(str(exc), index, name, raw, record.line))
                     continue
+                if xml_fields is not None and name in xml_fields.by_name:
+                    xml_values = xml_values or []
+                    xml_fields.add(xml_values, name, raw, index, record.line, found)
+                    continue
                 found.append(Problem(f"unknown attribute; {description.id} accepts: {_accepted(description, mode)}",
                                      index, name, raw, record.line))
                 continue
@@ -145,6 +153,10 @@ def validate_records(
                 found.append(Problem(message, index, name, raw, record.line))
             else:
                 values[name] = raw if raw == "" and check[0].type in ("string", "memo") else None
+        if xml_values:
+            # The XML fields of the record become its mData document; the stores merge it into what
+            # is already there, so the fields a partial update does not carry are kept.
+            values[XML_DATA_ATTR] = xml_document(xml_fields.root, xml_values)
         supplied = tuple(values)
         operation = record.operation or default_op
         if operation not in allowed_ops or delete and mode == INGEST_EXT or record.key is not None \
@@ -163,6 +175,29 @@ def validate_records(
         rows.append(Row(index, values, supplied, key or primary_key, operation, delete or operation == DELETE,
                         generated, record.line))
     return rows, problems
+
+
+class _XmlFields:
+    """The XML fields (stored in mData) a record may set, and the check of their values."""
+
+    def __init__(self, description: SchemaDescription):
+        self.by_name = {field.name: field for field in description.xml_fields}
+        name = description.name
+        self.root = name[:-len(STAGING_SUFFIX)] if description.is_staging_schema and name.endswith(STAGING_SUFFIX) else name
+        self.convert = {field.name: _converter(description, field) for field in description.xml_fields
+                        if field.type not in XML_ONLY_TYPES}
+
+    def add(self, into: list, name: str, raw, index: int, line, found: list) -> None:
+        field = self.by_name[name]
+        text = "" if raw is None else raw
+        convert = self.convert.get(name)
+        if convert is not None and text:
+            try:
+                convert(text)  # checked like a column; stored as written
+            except ValueError as exc:
+                found.append(Problem(str(exc), index, name, raw, line))
+                return
+        into.append((field, text))
 
 
 def _all_plain(records: Sequence[RecordInput], lengths: dict[str, int | None]) -> bool:
@@ -294,6 +329,8 @@ def merge_rows(first: Row, second: Row) -> Row:
     operation, keep = merge_operation(first.operation, second.operation)
     if keep:
         values = {**first.values, **second.values}
+        if XML_DATA_ATTR in first.values and XML_DATA_ATTR in second.values:
+            values[XML_DATA_ATTR] = merge_xml_data(first.values[XML_DATA_ATTR], second.values[XML_DATA_ATTR])
         supplied = tuple(dict.fromkeys(first.supplied + second.supplied))
     else:
         values = {**second.values}

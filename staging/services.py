@@ -21,7 +21,8 @@ from campaignsite.permissions import acting_user, permission_require
 from staging import ddl
 from staging import records as rec
 from staging.models import Schema, SchemaRegistry, StructureState, description_digest
-from staging.srcschema import STAGING_SUFFIX, SchemaDescription, parse_srcschema
+from staging.srcschema import STAGING_SUFFIX, XML_DATA_ATTR, SchemaDescription, parse_srcschema
+from staging.xmldata import merge_xml_data
 
 BUILTIN_SCHEMA_DIR = Path(__file__).resolve().parent / "builtin_schemas"
 
@@ -669,6 +670,9 @@ def _plan_ext(cursor, table: _Table, rows: list) -> tuple[list, list]:
     """Split rows into new ones and in-place updates of staged rows (one locked SELECT per batch)."""
     q = table.q
     info = [q(c) for c in (ddl.COL_OPERATION, ddl.COL_STATUS, ddl.COL_COLUMNS)]
+    xml_data = XML_DATA_ATTR in table.column
+    if xml_data:  # the staged XML fields, to merge a partial update's into
+        info.append(table.column[XML_DATA_ATTR])
     by_key: dict[tuple[str, ...], list] = {}
     for row in rows:
         by_key.setdefault(row.key, []).append(row)
@@ -688,7 +692,7 @@ def _plan_ext(cursor, table: _Table, rows: list) -> tuple[list, list]:
             problems.append(Problem(f"{len(matches)} staged rows have this key; use a unique key such as @id",
                                     record=row.index, attribute="_key", value=values, line=row.line))
             continue
-        staged_id, previous_op, status, previous_columns = matches[0]
+        staged_id, previous_op, status, previous_columns, *staged_data = matches[0]
         if row.operation == rec.INSERT:
             problems.append(Problem("already staged; _operation=\"insert\" only adds new keys (use the default "
                                     "insertOrUpdate to change it)", record=row.index, attribute=fields,
@@ -705,6 +709,8 @@ def _plan_ext(cursor, table: _Table, rows: list) -> tuple[list, list]:
         else:  # the previous operation reached the cloud: this one starts afresh
             operation, keep = row.operation, False
         columns = [c for c in (previous_columns or "").split(",") if c] if keep else []
+        if keep and xml_data and XML_DATA_ATTR in row.supplied:
+            row.values[XML_DATA_ATTR] = merge_xml_data(staged_data[0], row.values[XML_DATA_ATTR])
         updates.append((row, operation, ",".join(dict.fromkeys(columns + list(row.supplied)))))
     if problems:
         raise Conflict(f"{len(problems)} record(s) conflict with staged rows; nothing was written.",
@@ -786,6 +792,12 @@ def _write_rows(cursor, table: _Table, rows: list) -> None:
                f"VALUES ({', '.join(['%s'] * len(columns))})")
         cursor.executemany(sql, [[table.db(n, row.values.get(n)) for n in columns] for row in group])
     for (key, changed), group in updates.items():
+        if XML_DATA_ATTR in changed:  # XML fields not written keep their value: merge into the stored mData
+            stored = {table.key_of(key, found[:len(key)]): found[-1] for found in table.existing(
+                cursor, key, list({table.key_of(key, row.key_values) for row in group}), [table.column[XML_DATA_ATTR]])}
+            for row in group:
+                row.values[XML_DATA_ATTR] = merge_xml_data(stored.get(table.key_of(key, row.key_values)),
+                                                           row.values[XML_DATA_ATTR])
         where = " AND ".join(f"{table.column[n]} = %s" for n in key)
         sql = f"UPDATE {table.name} SET {', '.join(f'{table.column[n]} = %s' for n in changed)} WHERE {where}"
         cursor.executemany(sql, [[table.db(n, row.values.get(n)) for n in changed + key] for row in group])

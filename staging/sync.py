@@ -43,7 +43,8 @@ from campaignsite.permissions import permission_require
 from staging import ddl
 from staging.ddl import quote
 from staging.models import Schema, StructureState, SyncLease, SyncLedger, SyncRun
-from staging.srcschema import SchemaDescription
+from staging.srcschema import XML_DATA_ATTR, SchemaDescription
+from staging.xmldata import merge_xml_data
 
 logger = logging.getLogger(__name__)
 
@@ -349,6 +350,27 @@ def _cut(tables: _Tables, cursor, *, keyspec: str, key: tuple[str, ...], key_ind
         cursor.execute(f"DELETE FROM {batch} WHERE {cq('seq')} >= %s", [cut])
 
 
+def _merge_xml_data(tables: _Tables, cursor, key_indexes: list[int]) -> None:
+    """Lay the mData documents of the batch's updates over the cloud rows' (fields a staged row does not
+    carry keep their cloud value). XML cannot be merged in portable SQL, so the few rows concerned
+    (updates that supplied XML fields) pass through Python: one SELECT joined on the cloud table and
+    one executemany back into the batch table, whatever the route."""
+    data = next((i for i, a in enumerate(tables.attributes) if a.name == XML_DATA_ATTR), None)
+    if data is None:
+        return
+    cq, batch = tables.cq, tables.cq(BATCH_TABLE)
+    column = cq(tables.attributes[data].sql_name)
+    match = " AND ".join(f"c.{cq(tables.attributes[i].sql_name)} = b.{cq(f'v{i}')}" for i in key_indexes)
+    find = "strpos" if tables.cloud_vendor == ddl.POSTGRESQL else "instr"
+    cursor.execute(f"SELECT b.{cq('seq')}, c.{column}, b.{cq(f'v{data}')} FROM {batch} b JOIN {tables.cloud_table} c "
+                   f"ON {match} WHERE b.{cq('existed')} = 1 AND b.{cq('op')} IN (%s, %s) "
+                   f"AND {find}(b.{cq('cols')}, {_literal(f',{XML_DATA_ATTR},')}) > 0 AND c.{column} IS NOT NULL",
+                   [OP_INSERT_OR_UPDATE, OP_UPDATE])
+    merged = [(merge_xml_data(cloud, staged), seq) for seq, cloud, staged in cursor.fetchall()]
+    if merged:
+        cursor.executemany(f"UPDATE {batch} SET {cq(f'v{data}')} = %s WHERE {cq('seq')} = %s", merged)
+
+
 def _insert_default(column: ddl.ColumnSpec) -> str:
     return column.default if column.default is not None else "NULL"
 
@@ -403,6 +425,7 @@ def apply_next(tables: _Tables, *, after: int, limit: int) -> Step | None:
         cursor.execute(_batch_table_sql(tables))
         _fill(tables, route, cursor, after=after, limit=limit, key_indexes=key_indexes)
         _cut(tables, cursor, keyspec=keyspec, key=key, key_indexes=key_indexes)
+        _merge_xml_data(tables, cursor, key_indexes)
 
         def match(cloud_ref: str, batch_ref: str) -> str:
             return " AND ".join(f"{cloud_ref}.{cq(tables.attributes[i].sql_name)} = {batch_ref}.{cq(f'v{i}')}"
