@@ -17,7 +17,7 @@ from staging.xmldata import merge_xml_data, xml_document
 
 from campaignsite.errors import InvalidInput, Problem
 from staging.readers import (  # noqa: F401 (re-exported: callers read records through this module)
-    _TECHNICAL_ATTRS, JSON_MAX_DEPTH, KEY_ATTR, OPERATION_ATTR, SCHEMA_ATTR, RecordInput, check_record_schema,
+    _TECHNICAL_ATTRS, JSON_MAX_DEPTH, KEY_ATTR, PATH_SEP, OPERATION_ATTR, SCHEMA_ATTR, RecordInput, check_record_schema,
     collector_paused, is_collection, json_decode, json_scalar, parse_key, record_from_element, record_from_json,
     records_from_csv, records_from_json, records_from_jsonl, records_from_xml,
 )
@@ -59,6 +59,9 @@ class Row:
     generated: bool = False  # the id was generated here, not supplied
     line: int | None = None
     merged: tuple[int, ...] = ()  # every record merged into this row, when there are several
+    # Links set by key (`<company _key="@name" name="Acme"/>`): link name -> (target key attribute
+    # names, raw values). The link's foreign-key attributes are supplied (None until resolved).
+    links: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] | None = None
 
     @property
     def indexes(self) -> tuple[int, ...]:
@@ -104,7 +107,8 @@ def validate_records(
     has_id = description.attribute(ID_ATTR) is not None
     primary_key = tuple(description.primary_key)
     xml_fields = _XmlFields(description) if description.xml_fields else None
-    if mode == INGEST and xml_fields is None:
+    links = {link.name: link for link in description.links if not link.unbound and link.joins}
+    if mode == INGEST:  # (XML fields and links are not plain attributes: such records take the full path)
         # The common Ingest call, every record plain, is checked for the whole call at once.
         plain = {name: length for name, (_, convert, length) in checks.items() if convert is None}
         if _all_plain(records, plain):
@@ -119,7 +123,7 @@ def validate_records(
         mark = len(problems)
         values: dict[str, Any] = {}
         delete = False
-        xml_values = None
+        xml_values = link_values = None
         for name, raw in record.values.items():
             check = checks.get(name)
             if check is not None and raw:
@@ -141,6 +145,11 @@ def validate_records(
                     except ValueError as exc:
                         found.append(Problem(str(exc), index, name, raw, record.line))
                     continue
+                head, slash, rest = name.partition(PATH_SEP)
+                if slash and head in links:
+                    link_values = link_values or {}
+                    link_values.setdefault(head, {})[rest] = raw
+                    continue
                 if xml_fields is not None and name in xml_fields.by_name:
                     xml_values = xml_values or []
                     xml_fields.add(xml_values, name, raw, index, record.line, found)
@@ -157,6 +166,7 @@ def validate_records(
             # The XML fields of the record become its mData document; the stores merge it into what
             # is already there, so the fields a partial update does not carry are kept.
             values[XML_DATA_ATTR] = xml_document(xml_fields.root, xml_values)
+        row_links = _link_lookups(links, link_values, values, index, record.line, found) if link_values else None
         supplied = tuple(values)
         operation = record.operation or default_op
         if operation not in allowed_ops or delete and mode == INGEST_EXT or record.key is not None \
@@ -173,8 +183,35 @@ def validate_records(
             values[ID_ATTR] = make_id()
             generated = True
         rows.append(Row(index, values, supplied, key or primary_key, operation, delete or operation == DELETE,
-                        generated, record.line))
+                        generated, record.line, links=row_links))
     return rows, problems
+
+
+def _link_lookups(links: dict, link_values: dict, values: dict, index: int, line, found: list) -> dict:
+    """The links a record sets by key, {link: (target key names, raw values)}; their foreign-key
+    attributes become supplied values (None until the target is found). Adds problems to `found`."""
+    lookups = {}
+    for name, given in link_values.items():
+        link = links[name]
+        raw_key = given.pop(KEY_ATTR, None)
+        key = parse_key(raw_key) if raw_key else tuple(given)
+        problem = None
+        if not key:
+            problem = f'link \'{name}\' names no key; write <{name} _key="@name" name="..."/>'
+        elif set(given) != set(key):
+            problem = (f"link '{name}' is set by its key only ({', '.join('@' + n for n in key)}); "
+                       f"got {', '.join('@' + n for n in given) or 'no value'}")
+        elif any(given[n] in (None, "") for n in key):
+            problem = f"link '{name}' needs a value for every key field ({', '.join('@' + n for n in key)})"
+        elif any(fk in values for fk in link.foreign_key):
+            problem = f"link '{name}' is set twice: by key and by {', '.join(link.foreign_key)}"
+        if problem:
+            found.append(Problem(problem, index, name + PATH_SEP + KEY_ATTR, raw_key, line))
+            continue
+        lookups[name] = (key, tuple(given[n] for n in key))
+        for fk in link.foreign_key:
+            values[fk] = None
+    return lookups
 
 
 class _XmlFields:
@@ -342,9 +379,10 @@ def merge_rows(first: Row, second: Row) -> Row:
         # One row per key: the id the first record got (supplied or generated) stays.
         values[ID_ATTR] = first.values[ID_ATTR]
         generated = first.generated
+    links = {**(first.links or {}), **(second.links or {})} if keep else second.links
     return Row(index=first.index, values=values, supplied=supplied, key=first.key, operation=operation,
                delete=operation == DELETE, generated=generated, line=first.line,
-               merged=first.indexes + second.indexes)
+               merged=first.indexes + second.indexes, links=links or None)
 
 
 def collapse_rows(rows: Iterable[Row], *, mode: str) -> tuple[list[Row], list[Problem]]:

@@ -138,3 +138,88 @@ def test_write_merges_xml_fields_into_the_cloud_row(recipient):
     ((city, data),) = cloud_rows("SELECT sCity, mData FROM NmsRecipient")
     document = xml(data)
     assert (city, document.get("notes"), document.findtext("bio")) == ("Paris", "three", "two")
+
+
+def company_ids() -> dict[str, str]:
+    return {name: str(uid) for uid, name in cloud_rows("SELECT uCompanyId, sName FROM CusCompany")}
+
+
+def staged_failures() -> list[tuple]:
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT sEmail, sStgStatus, mStgError FROM NmsRecipientStg ORDER BY sEmail")
+        return cursor.fetchall()
+
+
+def test_links_by_key_resolve_at_sync_and_a_missing_target_fails_only_its_row(recipient):
+    services.records_write(schema_id="cus:company", user=SYSTEM, records=[record({"name": "Acme"})])
+    _, from_xml = records_from_xml(xml('<recipient email="ann@example.com"><company _key="@name" name="Acme"/>'
+                                       '</recipient>'))
+    from_json = records_from_json([{"email": "bob@example.com", "company": {"_key": "@name", "name": "Nope"}},
+                                   {"email": "cid@example.com", "company": {"name": "Acme"}}])
+    services.records_ingest(schema_id="nms:recipientStg", user=SYSTEM, records=from_xml + from_json)
+
+    run = sync(recipient)
+
+    assert (run.inserted, run.failed) == (2, 1)
+    acme = company_ids()["Acme"]
+    assert [(e, str(c)) for e, c in cloud_rows("SELECT sEmail, uCompanyId FROM NmsRecipient ORDER BY sEmail")] == [
+        ("ann@example.com", acme), ("cid@example.com", acme)]
+    assert staged_failures()[1] == ("bob@example.com", "failed", "link 'company': no cus:company with @name='Nope'")
+    assert company_ids().keys() == {"Acme"}  # the sync never creates the target
+
+    # Once the target exists, the failed row goes through on retry.
+    services.records_write(schema_id="cus:company", user=SYSTEM, records=[record({"name": "Nope"})])
+    from staging.sync import failed_rows_retry
+    failed_rows_retry(schema=fresh(recipient), user=SYSTEM)
+    assert (sync(recipient).inserted, cloud_rows("SELECT uCompanyId FROM NmsRecipient WHERE sEmail = 'bob@example.com'")
+            [0][0] is not None) == (1, True)
+
+
+def test_a_partial_ingest_ext_keeps_a_pending_link_and_may_replace_it(recipient):
+    services.records_write(schema_id="cus:company", user=SYSTEM, records=[record({"name": "Acme"}),
+                                                                          record({"name": "Bolt"})])
+    services.records_ingest(schema_id="nms:recipientStg", user=SYSTEM, records=records_from_json(
+        {"email": "ann@example.com", "company": {"name": "Acme"}}))
+    services.records_ingest_ext(schema_id="nms:recipientStg", user=SYSTEM, records=records_from_json(
+        {"_key": "@email", "email": "ann@example.com", "loyalty": "gold"}))
+    sync(recipient)
+    assert [(str(c), l) for c, l in cloud_rows("SELECT uCompanyId, sLoyalty FROM NmsRecipient")] == [
+        (company_ids()["Acme"], "gold")]
+
+    services.records_ingest_ext(schema_id="nms:recipientStg", user=SYSTEM, records=records_from_json(
+        {"_key": "@email", "email": "ann@example.com", "company": {"_key": "@name", "name": "Bolt"}}))
+    sync(recipient)
+    assert [(str(c), l) for c, l in cloud_rows("SELECT uCompanyId, sLoyalty FROM NmsRecipient")] == [
+        (company_ids()["Bolt"], "gold")]
+
+
+def test_write_resolves_links_by_key_at_once_and_refuses_a_missing_target(recipient):
+    services.records_write(schema_id="cus:company", user=SYSTEM, records=[record({"name": "Acme"})])
+    _, records = records_from_xml(xml('<recipient-collection><recipient email="a@x"><company _key="@name" '
+                                      'name="Acme"/></recipient><recipient email="b@x"><company _key="@name" '
+                                      'name="Nope"/></recipient></recipient-collection>'))
+    with pytest.raises(InvalidInput) as caught:
+        services.records_write(schema_id="nms:recipient", user=SYSTEM, records=records)
+    assert [(p.record, p.attribute, p.message) for p in caught.value.problems] == [
+        (1, "company/_key", "link 'company': no cus:company with @name='Nope'")]
+    assert cloud_rows("SELECT COUNT(*) FROM NmsRecipient") == [(0,)]
+
+    services.records_write(schema_id="nms:recipient", user=SYSTEM, records=records[:1])
+    assert [(e, str(c)) for e, c in cloud_rows("SELECT sEmail, uCompanyId FROM NmsRecipient")] == [
+        ("a@x", company_ids()["Acme"])]
+
+
+def test_a_link_element_with_other_fields_than_its_key_is_refused(recipient):
+    with pytest.raises(InvalidInput) as caught:
+        services.records_ingest(schema_id="nms:recipientStg", user=SYSTEM, records=records_from_json(
+            {"email": "a@x", "company": {"_key": "@name", "name": "Acme", "city": "Paris"}}))
+    assert caught.value.problems[0].attribute == "company/_key"
+    assert "set by its key only" in caught.value.problems[0].message
+
+
+@pytest.mark.django_db(databases=BOTH_DATABASES, transaction=True)
+def test_links_by_key_resolve_on_the_route_outside_a_transaction_too(recipient):
+    # Outside a caller's transaction the sync takes its fast route (ATTACH on SQLite, COPY on PostgreSQL).
+    from staging.sync import ROWS, _route, _Tables
+    assert _route(_Tables(fresh(recipient).description)) != ROWS
+    test_links_by_key_resolve_at_sync_and_a_missing_target_fails_only_its_row(recipient)
