@@ -223,3 +223,68 @@ def test_links_by_key_resolve_on_the_route_outside_a_transaction_too(recipient):
     from staging.sync import ROWS, _route, _Tables
     assert _route(_Tables(fresh(recipient).description)) != ROWS
     test_links_by_key_resolve_at_sync_and_a_missing_target_fails_only_its_row(recipient)
+
+
+# --- The doors: REST and manage.py ingest -------------------------------------------------------
+
+def test_rest_ingests_nested_objects_links_by_key_and_xml_fields_then_ingest_ext_keeps_the_rest(recipient, ingester):
+    from rest_framework.test import APIClient
+
+    from tests.api_tokens import api_token
+
+    services.records_write(schema_id="cus:company", user=SYSTEM, records=[record({"name": "Acme"})])
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(ingester)}")
+    response = api.post("/api/v1/staging/nms:recipient/ingest/", format="json", data=[
+        {"email": "ann@example.com", "branch": 7, "notes": "vip", "bio": "<i>Ann</i>",
+         "location": {"city": "Paris", "district": "Marais"}, "company": {"_key": "@name", "name": "Acme"}},
+        {"email": "bob@example.com", "company": {"_key": "@name", "name": "Nope"}}])
+    assert response.status_code == 201, response.json()
+    response = api.post("/api/v1/staging/nms:recipient/ingest/", format="json",
+                        data=[{"email": "cid@example.com", "location": {"planet": "Mars"}}])
+    assert response.status_code == 400
+    assert response.json()["problems"][0]["attribute"] == "location/planet"
+
+    run = sync(recipient)
+    assert (run.inserted, run.failed) == (1, 1)
+    response = api.post("/api/v1/staging/nms:recipient/ingest-ext/", format="json",
+                        data=[{"_key": "@email", "email": "ann@example.com", "notes": "vvip"}])
+    assert response.status_code in (200, 201), response.json()
+    sync(recipient)
+
+    ((city, district, branch, company, data),) = cloud_rows(
+        "SELECT sCity, sDistrict, iBranch, uCompanyId, mData FROM NmsRecipient")
+    assert (city, district, branch, str(company)) == ("Paris", "Marais", 7, company_ids()["Acme"])
+    document = xml(data)
+    assert (document.get("notes"), document.findtext("bio")) == ("vvip", "<i>Ann</i>")
+
+
+@pytest.mark.parametrize("fmt", ["xml", "jsonl", "csv"])
+def test_the_ingest_command_reads_nested_records_and_links_in_every_format(recipient, tmp_path, fmt):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    services.records_write(schema_id="cus:company", user=SYSTEM, records=[record({"name": "Acme"})])
+    path = tmp_path / f"people.{fmt}"
+    path.write_text({
+        "xml": '<recipient-collection xtkschema="nms:recipientStg">\n'
+               '  <recipient email="ann@example.com" notes="vip"><location city="Paris"/>'
+               '<company _key="@name" name="Acme"/></recipient>\n'
+               '  <recipient email="bob@example.com"><company _key="@name" name="Nope"/></recipient>\n'
+               '</recipient-collection>\n',
+        "jsonl": '{"email": "ann@example.com", "notes": "vip", "location": {"city": "Paris"}, '
+                 '"company": {"_key": "@name", "name": "Acme"}}\n'
+                 '{"email": "bob@example.com", "company": {"_key": "@name", "name": "Nope"}}\n',
+        "csv": "email,notes,location/@city,company/_key,company/name\n"
+               "ann@example.com,vip,Paris,@name,Acme\nbob@example.com,,,@name,Nope\n",
+    }[fmt])
+    call_command("ingest", "nms:recipient", str(path), stdout=StringIO(), stderr=StringIO())
+
+    run = sync(recipient)
+
+    assert (run.inserted, run.failed) == (1, 1)
+    ((email, city, company, data),) = cloud_rows("SELECT sEmail, sCity, uCompanyId, mData FROM NmsRecipient")
+    assert (email, city, str(company), xml(data).get("notes")) == (
+        "ann@example.com", "Paris", company_ids()["Acme"], "vip")
+    assert staged_failures()[1][2] == "link 'company': no cus:company with @name='Nope'"
