@@ -150,6 +150,8 @@ def validate_records(
                     link_values = link_values or {}
                     link_values.setdefault(head, {})[rest] = raw
                     continue
+                if not raw and _is_sub_element(description, name):
+                    continue  # an empty sub-element (`<location/>`) sets nothing
                 if xml_fields is not None and name in xml_fields.by_name:
                     xml_values = xml_values or []
                     xml_fields.add(xml_values, name, raw, index, record.line, found)
@@ -185,6 +187,11 @@ def validate_records(
         rows.append(Row(index, values, supplied, key or primary_key, operation, delete or operation == DELETE,
                         generated, record.line, links=row_links))
     return rows, problems
+
+
+def _is_sub_element(description: SchemaDescription, name: str) -> bool:
+    prefix = name + PATH_SEP
+    return any(a.name.startswith(prefix) for a in (*description.attributes, *description.xml_fields))
 
 
 def _link_lookups(links: dict, link_values: dict, values: dict, index: int, line, found: list) -> dict:

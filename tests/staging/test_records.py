@@ -121,6 +121,14 @@ def test_xml_sub_elements_at_any_depth_and_element_text_become_path_named_values
          "company/_key": "@name", "company/name": "Acme"}, {"email": "b@x"}]
 
 
+def test_an_empty_sub_element_sets_nothing():
+    description = parse_srcschema('<srcSchema namespace="cus" name="p"><element name="p" autopk="true">'
+                                  '<element name="location"><attribute name="city"/></element></element></srcSchema>')
+    _, records = records_from_xml(xml('<p><location/></p>'))
+    rows, problems = validate_records(description, records, mode=INGEST, make_id=counter())
+    assert (problems, rows[0].supplied) == ([], ())
+
+
 def test_a_repeated_sub_element_is_refused_naming_it():
     with pytest.raises(InvalidInput) as caught:
         records_from_xml(xml('<recipient><location city="a"/><location city="b"/></recipient>'))
