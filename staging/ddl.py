@@ -34,6 +34,9 @@ COL_ATTEMPTS = "iStgAttempts"
 COL_ERROR = "mStgError"
 COL_SYNCED_AT = "tsStgSynced"
 COL_VERSION = "iStgVersion"
+# Links set by key, resolved by the sync against the target's cloud table: JSON {link: [[key names],
+# [values]]}. Only staging tables of schemas with links have it.
+COL_LINKS = "mStgLinks"
 
 STATUS_PENDING = "pending"
 STATUS_SYNCED = "synced"
@@ -160,6 +163,7 @@ def staging_table(description: SchemaDescription) -> TableSpec:
         ColumnSpec(COL_ERROR, "memo"),
         ColumnSpec(COL_SYNCED_AT, "datetime"),
         ColumnSpec(COL_VERSION, "long", nullable=False, default="1"),
+        *((ColumnSpec(COL_LINKS, "memo"),) if has_link_lookups(description) else ()),
     )
     indexes = (
         IndexSpec(index_name(name, "id"), pk_columns, unique=True),
@@ -168,6 +172,11 @@ def staging_table(description: SchemaDescription) -> TableSpec:
         IndexSpec(index_name(name, "status"), (COL_STATUS, COL_SEQ)),
     )
     return TableSpec("staging", LOCAL, name, columns, (COL_SEQ,), indexes)
+
+
+def has_link_lookups(description: SchemaDescription) -> bool:
+    """Whether staged rows of `description` may set links by key (it has a link with a foreign key)."""
+    return any(not link.unbound and link.joins for link in description.links)
 
 
 def _business_column(attribute: Attribute, *, staging: bool) -> ColumnSpec:

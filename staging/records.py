@@ -8,24 +8,24 @@ the per-key rules of one call (duplicates refused by Ingest, merged in order by 
 and `merge_operation` says what an operation does to a row that is already staged.
 """
 
-import csv
-import gc
-import json
-import math
-import os
-import re
-import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, time, timezone
-from itertools import chain, compress, repeat
-from operator import attrgetter, is_
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from itertools import chain, repeat
+from operator import attrgetter
+from typing import Any, Callable, Iterable, Sequence
 
-import orjson
+from staging.xmldata import merge_xml_data, xml_document
 
 from campaignsite.errors import InvalidInput, Problem
-from staging.srcschema import Attribute, SchemaDescription
+from staging.readers import (  # noqa: F401 (re-exported: callers read records through this module)
+    _TECHNICAL_ATTRS, JSON_MAX_DEPTH, KEY_ATTR, PATH_SEP, OPERATION_ATTR, SCHEMA_ATTR, RecordInput, check_record_schema,
+    collector_paused, is_collection, json_decode, json_scalar, parse_key, record_from_element, record_from_json,
+    records_from_csv, records_from_json, records_from_jsonl, records_from_xml,
+)
+from staging.srcschema import STAGING_SUFFIX, XML_DATA_ATTR, XML_ONLY_TYPES, Attribute, SchemaDescription
+from staging.values import (  # noqa: F401 (re-exported)
+    _INT_RANGES, ID_ATTR, _converter, _Converters, _string_converter, _to_boolean, new_uuid, new_uuids, parse_date,
+    parse_datetime, parse_datetime_naive, parse_time, uuid_factory,
+)
 
 # Modes: which API the records came through. They differ in operations and technical fields allowed.
 INGEST = "ingest"
@@ -39,313 +39,9 @@ UPDATE = "update"
 DELETE = "delete"
 OPERATIONS = (INSERT_OR_UPDATE, INSERT, UPDATE, DELETE)
 
-KEY_ATTR = "_key"
-OPERATION_ATTR = "_operation"
-SCHEMA_ATTR = "xtkschema"
 # Campaign's technical field of staging schemas: `delete="true"` marks a deletion (or, for the
 # subscription request log, an opt-out). Accepted by Ingest/IngestExt, stored in iDelete.
 DELETE_ATTR = "delete"
-ID_ATTR = "id"
-_TECHNICAL_ATTRS = frozenset({KEY_ATTR, OPERATION_ATTR, SCHEMA_ATTR})
-
-_INT_RANGES = {
-    "byte": (-(2**7), 2**7 - 1),
-    "short": (-(2**15), 2**15 - 1),
-    "long": (-(2**31), 2**31 - 1),
-    "int64": (-(2**63), 2**63 - 1),
-}
-_FLOAT_MAX = 3.4028234663852886e38  # REAL (4-byte float) on PostgreSQL
-_BOOLEANS = {"true": 1, "1": 1, "false": 0, "0": 0}
-_XPATH_RE = re.compile(r"^\[?@([A-Za-z][A-Za-z0-9_-]*)\]?$")
-_INT_RE = re.compile(r"^[+-]?\d+$")
-
-
-@contextmanager
-def collector_paused():
-    """Pause Python's cyclic garbage collector while a call's records are read and built.
-
-    A 100 000-record call allocates a few hundred thousand long-lived objects (records, rows),
-    none of them cyclic; each allocation advances the collector, whose full passes over a server's
-    heap (Django, the records so far) then cost more than reading the records itself. Usable as a
-    decorator; nested pauses leave the collector as the outermost one found it.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
-# --- Input -------------------------------------------------------------------------------------
-
-@dataclass(slots=True)
-class RecordInput:
-    """One record as the caller wrote it. Not frozen: a full call builds 100 000 of them, and a frozen
-    dataclass pays for its immutability on every construction; nothing changes a record once read."""
-
-    values: dict[str, str | None]  # attribute name -> raw text (None: JSON null)
-    key: tuple[str, ...] | None  # from _key: "@email, [@x]" -> ("email", "x"); None when absent
-    operation: str | None  # _operation as written, None when absent
-    line: int | None = None  # source line (XML element, file line) for error messages
-
-
-def parse_key(raw: str) -> tuple[str, ...]:
-    """`_key="@email, [@folder-id]"` -> ("email", "folder-id"). Parts that are not `@name` XPaths are
-    kept as written, so validation can name them."""
-    parts = []
-    for part in raw.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        match = _XPATH_RE.match(part)
-        parts.append(match.group(1) if match else part)
-    return tuple(parts)
-
-
-def record_from_element(element, index: int) -> RecordInput:
-    """A record element (`<sampleTableStg a="..." _key="@id"/>`) as a RecordInput.
-
-    Raises InvalidInput for child elements or text inside the record: records are flat documents
-    (links and XML collections inside a record are not supported).
-    """
-    _check_flat(element, index)
-    values: dict[str, str | None] = dict(element.attrib)
-    values.pop(SCHEMA_ATTR, None)  # read by records_from_xml
-    return _record_input(values, element.sourceline)
-
-
-def _check_flat(element, index: int) -> None:
-    for child in element if len(element) else ():
-        if isinstance(child.tag, str):
-            raise InvalidInput(
-                f"Record {index} contains an element <{child.tag}>; records must be flat.",
-                [Problem("child elements (links, collections) inside a record are not supported; write the data "
-                         "as attributes of the record element", record=index, attribute=child.tag,
-                         line=child.sourceline)],
-            )
-    if element.text and element.text.strip():
-        raise InvalidInput(
-            f"Record {index} contains text; values go in attributes.",
-            [Problem("text content inside a record is not accepted; write values as attributes",
-                     record=index, value=element.text.strip(), line=element.sourceline)],
-        )
-
-
-def _record_input(values: dict, line: int | None) -> RecordInput:
-    """A RecordInput from attribute values still holding the technical `_key` and `_operation`."""
-    key = values.pop(KEY_ATTR, None)
-    operation = values.pop(OPERATION_ATTR, None)
-    return RecordInput(values=values, key=None if key is None else parse_key(key),
-                       operation=None if operation is None else operation.strip(), line=line)
-
-
-def is_collection(element) -> bool:
-    return isinstance(element.tag, str) and element.tag.endswith("-collection")
-
-
-@collector_paused()
-def records_from_xml(root) -> tuple[str | None, list[RecordInput]]:
-    """(xtkschema or None, records) of a document: one record element, or `<xxx-collection
-    xtkschema=...>` whose child elements are records (each may repeat the same xtkschema)."""
-    if not is_collection(root):
-        return root.get(SCHEMA_ATTR), [record_from_element(root, 0)]
-    schema_id = root.get(SCHEMA_ATTR)
-    # A full call holds 100 000 records, so the common collection is read at C speed: one XPath tells
-    # whether any record holds text or elements, the attributes of all records are read in one
-    # comprehension, and when the whole collection sits on one line (as clients send it) its line is
-    # read once. Only a collection where some record is not flat or carries a technical attribute
-    # (xtkschema, _key, _operation) goes through the record-by-record path.
-    children = list(root.iterchildren("*"))
-    all_values = [dict(child.items()) for child in children]
-    one_line = not children or children[-1].sourceline == root.sourceline
-    flat = not root.xpath("count(*/node())")
-    lines = repeat(root.sourceline) if one_line else [child.sourceline for child in children]
-    if flat and _TECHNICAL_ATTRS.isdisjoint(chain.from_iterable(all_values)):
-        return schema_id, [*map(RecordInput, all_values, repeat(None), repeat(None), lines)]
-    records = []
-    for index, (child, values, line) in enumerate(zip(children, all_values, lines)):
-        own = values.pop(SCHEMA_ATTR, None)
-        if own is not None and own != schema_id:
-            schema_id = check_record_schema(schema_id, own, index, child.sourceline)
-        if not flat:
-            _check_flat(child, index)
-        records.append(_record_input(values, line))
-    return schema_id, records
-
-
-def check_record_schema(collection_schema: str | None, record_schema: str | None, index: int, line) -> str | None:
-    """The schema a collection's record belongs to; a record naming another schema is an error."""
-    if record_schema is None or record_schema == collection_schema:
-        return collection_schema
-    if collection_schema is None and index == 0:
-        return record_schema
-    raise InvalidInput(
-        "The records of one collection must all belong to the same schema.",
-        [Problem(f"this record names xtkschema '{record_schema}' but the collection is '{collection_schema}'",
-                 record=index, attribute=SCHEMA_ATTR, value=record_schema, line=line)],
-    )
-
-
-# JSON nesting refused beyond this depth (records are two levels deep, `_key` lists three). Deeper
-# documents would overflow Python's stack in whatever walks them next (json.dumps, repr, DRF).
-JSON_MAX_DEPTH = 64
-_JSON_CONTAINERS = frozenset({dict, list})
-
-
-def json_decode(data: bytes | str, *, what: str = "The JSON body", line: int | None = None):
-    """Decoded JSON, or InvalidInput naming the fault (with `line` when the caller counts lines).
-
-    orjson parses without recursing in Python and stops at 1024 levels by itself; then the depth is
-    checked level by level at C speed (a 100 000-record body is three levels to look at). orjson
-    refuses NaN, Infinity and lone surrogates; integers beyond 64 bits come back as floats.
-    """
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        if "depth limit" in exc.msg:
-            raise _too_deep(what, line) from None
-        raise InvalidInput(f"{what} is not valid JSON.",
-                           [Problem(f"{exc.msg} (column {exc.colno})", line=line or exc.lineno)]) from None
-    level, depth = _containers([value]), 0
-    while level:
-        depth += 1
-        if depth > JSON_MAX_DEPTH:
-            raise _too_deep(what, line)
-        kinds = [*map(type, level)]
-        dicts = compress(level, map(is_, kinds, repeat(dict)))
-        lists = compress(level, map(is_, kinds, repeat(list)))
-        level = _containers([*chain(chain.from_iterable(map(dict.values, dicts)), chain.from_iterable(lists))])
-    return value
-
-
-def _containers(values: list) -> list:
-    return [*compress(values, map(_JSON_CONTAINERS.__contains__, map(type, values)))]
-
-
-def _too_deep(what: str, line: int | None) -> InvalidInput:
-    return InvalidInput(f"{what} is nested too deeply.",
-                        [Problem(f"arrays and objects may be nested at most {JSON_MAX_DEPTH} levels deep",
-                                 line=line)])
-
-
-def json_scalar(value) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float, str)):
-        return value if isinstance(value, str) else repr(value)
-    raise TypeError
-
-
-def record_from_json(item, index: int, line: int | None = None) -> RecordInput:
-    """One JSON object as a RecordInput. `xtkschema` keys are left to the caller (see REST)."""
-    if not isinstance(item, dict):
-        raise InvalidInput(
-            f"Record {index} is not a JSON object.",
-            [Problem(f"each record is an object of attribute names to values, got {type(item).__name__}",
-                     record=index, line=line)],
-        )
-    values: dict[str, str | None] = {}
-    key = operation = None
-    problems = []
-    for name, value in item.items():
-        if name == KEY_ATTR:
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                key = tuple(p for v in value for p in parse_key(v))
-            elif isinstance(value, str):
-                key = parse_key(value)
-            else:
-                problems.append(Problem('_key is a string such as "@id" or "@email, @x", or a list of them',
-                                        record=index, attribute=KEY_ATTR, value=str(value), line=line))
-        elif name == OPERATION_ATTR:
-            if isinstance(value, str):
-                operation = value.strip()
-            else:
-                problems.append(Problem(f"_operation is one of {', '.join(OPERATIONS)}",
-                                        record=index, attribute=OPERATION_ATTR, value=str(value), line=line))
-        elif name == SCHEMA_ATTR:
-            continue
-        else:
-            try:
-                values[name] = json_scalar(value)
-            except TypeError:
-                problems.append(Problem("values are strings, numbers, booleans or null; nested objects and lists "
-                                        "are not accepted", record=index, attribute=name, value=str(value)[:80],
-                                        line=line))
-    if problems:
-        raise InvalidInput(f"Record {index} is not a valid record.", problems)
-    return RecordInput(values=values, key=key, operation=operation, line=line)
-
-
-_TEXTS = frozenset({str, type(None)})
-
-
-@collector_paused()
-def records_from_json(data) -> list[RecordInput]:
-    """Records of a decoded JSON body: one object, or an array of objects. The records keep the
-    body's objects as their values (not copied): the body is not used for anything else."""
-    items = data if isinstance(data, list) else [data]
-    if ({*map(type, items)} <= {dict} and _TECHNICAL_ATTRS.isdisjoint(chain.from_iterable(items))
-            and {*map(type, chain.from_iterable(map(dict.values, items)))} <= _TEXTS):
-        # The common body, objects of attribute names to strings (or null), checked for the whole
-        # call at C speed and taken as it is (a full call holds 100 000 records).
-        return [RecordInput(item, None, None) for item in items]
-    records, problems = [], []
-    for index, item in enumerate(items):
-        try:
-            records.append(record_from_json(item, index))
-        except InvalidInput as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise InvalidInput(f"{len({p.record for p in problems})} record(s) are not valid records.", problems)
-    return records
-
-
-def records_from_jsonl(lines: Iterable[str]) -> Iterator[RecordInput]:
-    """Records of JSON Lines text, one object per line (blank lines skipped), each with its line."""
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        item = json_decode(text, what=f"Line {number}", line=number)
-        yield record_from_json(item, number - 1, line=number)
-
-
-def records_from_csv(lines: Iterable[str]) -> Iterator[RecordInput]:
-    """Records of CSV text whose header names the attributes (plus optional `_key`, `_operation`).
-
-    An empty cell means "not supplied" (so a CSV row can carry a partial update); use JSON Lines to
-    send an empty string.
-    """
-    reader = csv.reader(lines)
-    header = next(reader, None)
-    if not header:
-        raise InvalidInput("The CSV file is empty.", [Problem("the first line names the attributes", line=1)])
-    header = [h.strip() for h in header]
-    ended = reader.line_num
-    for cells in reader:
-        line, ended = ended + 1, reader.line_num
-        if not cells:
-            continue
-        if len(cells) != len(header):
-            raise InvalidInput(
-                f"Line {line} has {len(cells)} cells; the header has {len(header)}.",
-                [Problem(f"write one cell per column of the header ({', '.join(header)})", line=line)],
-            )
-        values: dict[str, str | None] = {}
-        key = operation = None
-        for name, cell in zip(header, cells):
-            if cell == "":
-                continue
-            if name == KEY_ATTR:
-                key = parse_key(cell)
-            elif name == OPERATION_ATTR:
-                operation = cell.strip()
-            else:
-                values[name] = cell
-        yield RecordInput(values=values, key=key, operation=operation, line=line)
 
 
 # --- Validation --------------------------------------------------------------------------------
@@ -363,6 +59,9 @@ class Row:
     generated: bool = False  # the id was generated here, not supplied
     line: int | None = None
     merged: tuple[int, ...] = ()  # every record merged into this row, when there are several
+    # Links set by key (`<company _key="@name" name="Acme"/>`): link name -> (target key attribute
+    # names, raw values). The link's foreign-key attributes are supplied (None until resolved).
+    links: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] | None = None
 
     @property
     def indexes(self) -> tuple[int, ...]:
@@ -377,204 +76,9 @@ class Row:
         return self.values.get(ID_ATTR)
 
 
-def new_uuid() -> str:
-    return str(uuid.uuid4())
-
-
-_VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))  # byte 6: version 4
-_RFC_4122 = bytes((b & 0x3F) | 0x80 for b in range(256))  # byte 8: the RFC 4122 variant
-_UUID_GROUPS = ((0, 8), (8, 12), (12, 16), (16, 20), (20, 32))  # hex digits of 8-4-4-4-12
-_UUID_TEXT = 37  # 36 characters and a separator
-
-
-def new_uuids(count: int) -> list[str]:
-    """`count` random (version 4) UUIDs as text, like str(uuid.uuid4()) but about ten times faster
-    for a large count: randomness is drawn from the OS once, the version bits are set for all ids
-    at once, and the text is assembled column by column (hex digit j of every id in one slice
-    assignment) rather than id by id. An Ingest of 100 000 records generates 100 000 of them."""
-    raw = bytearray(os.urandom(16 * count))
-    raw[6::16] = raw[6::16].translate(_VERSION_4)
-    raw[8::16] = raw[8::16].translate(_RFC_4122)
-    digits = raw.hex().encode("ascii")  # 32 per id
-    text = bytearray(b"-" * (_UUID_TEXT * count))
-    text[_UUID_TEXT - 1::_UUID_TEXT] = b"," * count
-    at = 0
-    for start, end in _UUID_GROUPS:
-        for digit in range(start, end):
-            text[at + digit - start::_UUID_TEXT] = digits[digit::32]
-        at += end - start + 1  # the group and its dash
-    return text[:-1].decode("ascii").split(",") if count else []
-
-
-def uuid_factory(batch: int = 1024) -> Callable[[], str]:
-    """A source of random (version 4) UUIDs as text, drawn `new_uuids` at a time. Draws start at 8
-    ids and double up to `batch`, so a one-record call does not pay for a thousand ids it never uses."""
-    pool: list[str] = []
-    size = [min(8, batch)]
-
-    def make() -> str:
-        if not pool:
-            pool.extend(new_uuids(size[0]))
-            size[0] = min(batch, size[0] * 2)
-        return pool.pop()
-
-    return make
-
-
-class _Converters:
-    """One conversion function per attribute of a schema, built once per call."""
-
-    def __init__(self, description: SchemaDescription):
-        self.by_name: dict[str, tuple[Attribute, Callable]] = {}
-        for attribute in description.attributes:
-            self.by_name[attribute.name] = (attribute, _converter(description, attribute))
-
-
-def _converter(description: SchemaDescription, attribute: Attribute) -> Callable[[str], Any]:
-    """A function raw text -> typed value that raises ValueError with what would be accepted."""
-    kind = attribute.type
-    if description.autopk and attribute.name == ID_ATTR:
-        base = _string_converter(attribute.length or 255)  # caller keys such as "ABC12345" are kept as-is
-    elif kind == "string":
-        base = _string_converter(attribute.length)
-    elif kind == "memo":
-        base = str
-    elif kind == "boolean":
-        base = _to_boolean
-    elif kind in _INT_RANGES:
-        base = _integer_converter(kind)
-    elif kind in ("float", "double"):
-        base = _float_converter(kind)
-    elif kind == "date":
-        base = parse_date
-    elif kind == "time":
-        base = parse_time
-    elif kind == "datetimenotz":
-        base = parse_datetime_naive
-    elif kind in ("datetime", "datetimetz"):
-        base = parse_datetime
-    elif kind == "uuid":
-        base = _to_uuid
-    else:  # srcschema only lets the types above through
-        raise ValueError(f"unsupported type {kind}")
-    if not attribute.enum:
-        return base
-    enumeration = description.enumerations_by_name.get(attribute.enum)
-
-    def from_enumeration(raw: str):
-        stored = enumeration.accepts(raw)
-        if stored is None:
-            listed = ", ".join(v.value if v.value == v.name else f"{v.value} ({v.name})" for v in enumeration.values)
-            raise ValueError(f"not a value of enumeration '{enumeration.name}'; accepted: {listed}")
-        return base(stored)
-
-    return from_enumeration
-
-
-def _string_converter(length: int | None):
-    def to_string(raw: str) -> str:
-        if length is not None and len(raw) > length:
-            raise ValueError(f"is {len(raw)} characters long; the attribute holds at most {length}")
-        return raw
-
-    return to_string
-
-
-def _to_boolean(raw: str) -> int:
-    try:
-        return _BOOLEANS[raw.strip().lower()]
-    except KeyError:
-        raise ValueError("not a boolean; accepted: true, false, 1, 0") from None
-
-
-def _integer_converter(kind: str):
-    low, high = _INT_RANGES[kind]
-
-    def to_integer(raw: str) -> int:
-        text = raw.strip()
-        if not _INT_RE.match(text):
-            raise ValueError(f"not a whole number ({kind}: {low} to {high})")
-        number = int(text)
-        if not low <= number <= high:
-            raise ValueError(f"out of range for {kind} ({low} to {high})")
-        return number
-
-    return to_integer
-
-
-def _float_converter(kind: str):
-    def to_float(raw: str) -> float:
-        try:
-            number = float(raw.strip())
-        except ValueError:
-            raise ValueError(f"not a number ({kind}, e.g. 12.5 or 1e-3)") from None
-        if math.isnan(number) or math.isinf(number) or (kind == "float" and abs(number) > _FLOAT_MAX):
-            raise ValueError(f"out of range for {kind}")
-        return number
-
-    return to_float
-
-
-def _to_uuid(raw: str) -> str:
-    try:
-        return str(uuid.UUID(raw.strip()))
-    except ValueError:
-        raise ValueError("not a UUID (e.g. e1e7c8b3-6f79-44da-a72d-49ed0f73db2c)") from None
-
-
-_DATETIME_HINT = "accepted: 2026-11-22 10:52:27.000Z (as Campaign writes it) or ISO 8601 (2026-11-22T10:52:27+01:00)"
-
-
-def _parse_iso_datetime(raw: str) -> datetime:
-    text = raw.strip()
-    try:
-        # Python 3.11 reads ISO 8601 including "Z", a space separator and Campaign's ".000Z".
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"not a date-time; {_DATETIME_HINT}") from None
-
-
-def parse_datetime(raw: str) -> datetime:
-    """An aware UTC datetime; values without an offset are UTC, as Campaign's API dates are."""
-    value = _parse_iso_datetime(raw)
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
-
-
-def parse_datetime_naive(raw: str) -> datetime:
-    """A naive datetime for datetimenotz: the wall-clock time as written (an offset is converted to UTC)."""
-    value = _parse_iso_datetime(raw)
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return value
-
-
-def parse_date(raw: str) -> date:
-    text = raw.strip()
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        pass
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError("not a date; accepted: YYYY-MM-DD (e.g. 2026-11-22)") from None
-    if value.time() != time(0, 0):
-        raise ValueError("a date has no time of day; send YYYY-MM-DD")
-    return value.date()
-
-
-def parse_time(raw: str) -> time:
-    try:
-        value = time.fromisoformat(raw.strip())
-    except ValueError:
-        raise ValueError("not a time of day; accepted: HH:MM:SS or HH:MM:SS.fff") from None
-    return value.replace(tzinfo=None)
-
 
 def _accepted(description: SchemaDescription, mode: str) -> str:
-    names = [a.name for a in description.attributes]
+    names = [a.name for a in (*description.attributes, *description.xml_fields) if not a.xml_data]
     if mode != WRITE:
         names.append(DELETE_ATTR)
     return ", ".join(names)
@@ -602,7 +106,9 @@ def validate_records(
         checks[attribute.name] = (attribute, None if plain else convert, attribute.length if plain else None)
     has_id = description.attribute(ID_ATTR) is not None
     primary_key = tuple(description.primary_key)
-    if mode == INGEST:
+    xml_fields = _XmlFields(description) if description.xml_fields else None
+    links = {link.name: link for link in description.links if not link.unbound and link.joins}
+    if mode == INGEST:  # (XML fields and links are not plain attributes: such records take the full path)
         # The common Ingest call, every record plain, is checked for the whole call at once.
         plain = {name: length for name, (_, convert, length) in checks.items() if convert is None}
         if _all_plain(records, plain):
@@ -617,6 +123,7 @@ def validate_records(
         mark = len(problems)
         values: dict[str, Any] = {}
         delete = False
+        xml_values = link_values = None
         for name, raw in record.values.items():
             check = checks.get(name)
             if check is not None and raw:
@@ -638,6 +145,17 @@ def validate_records(
                     except ValueError as exc:
                         found.append(Problem(str(exc), index, name, raw, record.line))
                     continue
+                head, slash, rest = name.partition(PATH_SEP)
+                if slash and head in links:
+                    link_values = link_values or {}
+                    link_values.setdefault(head, {})[rest] = raw
+                    continue
+                if not raw and _is_sub_element(description, name):
+                    continue  # an empty sub-element (`<location/>`) sets nothing
+                if xml_fields is not None and name in xml_fields.by_name:
+                    xml_values = xml_values or []
+                    xml_fields.add(xml_values, name, raw, index, record.line, found)
+                    continue
                 found.append(Problem(f"unknown attribute; {description.id} accepts: {_accepted(description, mode)}",
                                      index, name, raw, record.line))
                 continue
@@ -646,6 +164,11 @@ def validate_records(
                 found.append(Problem(message, index, name, raw, record.line))
             else:
                 values[name] = raw if raw == "" and check[0].type in ("string", "memo") else None
+        if xml_values:
+            # The XML fields of the record become its mData document; the stores merge it into what
+            # is already there, so the fields a partial update does not carry are kept.
+            values[XML_DATA_ATTR] = xml_document(xml_fields.root, xml_values)
+        row_links = _link_lookups(links, link_values, values, index, record.line, found) if link_values else None
         supplied = tuple(values)
         operation = record.operation or default_op
         if operation not in allowed_ops or delete and mode == INGEST_EXT or record.key is not None \
@@ -662,8 +185,63 @@ def validate_records(
             values[ID_ATTR] = make_id()
             generated = True
         rows.append(Row(index, values, supplied, key or primary_key, operation, delete or operation == DELETE,
-                        generated, record.line))
+                        generated, record.line, links=row_links))
     return rows, problems
+
+
+def _is_sub_element(description: SchemaDescription, name: str) -> bool:
+    prefix = name + PATH_SEP
+    return any(a.name.startswith(prefix) for a in (*description.attributes, *description.xml_fields))
+
+
+def _link_lookups(links: dict, link_values: dict, values: dict, index: int, line, found: list) -> dict:
+    """The links a record sets by key, {link: (target key names, raw values)}; their foreign-key
+    attributes become supplied values (None until the target is found). Adds problems to `found`."""
+    lookups = {}
+    for name, given in link_values.items():
+        link = links[name]
+        raw_key = given.pop(KEY_ATTR, None)
+        key = parse_key(raw_key) if raw_key else tuple(given)
+        problem = None
+        if not key:
+            problem = f'link \'{name}\' names no key; write <{name} _key="@name" name="..."/>'
+        elif set(given) != set(key):
+            problem = (f"link '{name}' is set by its key only ({', '.join('@' + n for n in key)}); "
+                       f"got {', '.join('@' + n for n in given) or 'no value'}")
+        elif any(given[n] in (None, "") for n in key):
+            problem = f"link '{name}' needs a value for every key field ({', '.join('@' + n for n in key)})"
+        elif any(fk in values for fk in link.foreign_key):
+            problem = f"link '{name}' is set twice: by key and by {', '.join(link.foreign_key)}"
+        if problem:
+            found.append(Problem(problem, index, name + PATH_SEP + KEY_ATTR, raw_key, line))
+            continue
+        lookups[name] = (key, tuple(given[n] for n in key))
+        for fk in link.foreign_key:
+            values[fk] = None
+    return lookups
+
+
+class _XmlFields:
+    """The XML fields (stored in mData) a record may set, and the check of their values."""
+
+    def __init__(self, description: SchemaDescription):
+        self.by_name = {field.name: field for field in description.xml_fields}
+        name = description.name
+        self.root = name[:-len(STAGING_SUFFIX)] if description.is_staging_schema and name.endswith(STAGING_SUFFIX) else name
+        self.convert = {field.name: _converter(description, field) for field in description.xml_fields
+                        if field.type not in XML_ONLY_TYPES}
+
+    def add(self, into: list, name: str, raw, index: int, line, found: list) -> None:
+        field = self.by_name[name]
+        text = "" if raw is None else raw
+        convert = self.convert.get(name)
+        if convert is not None and text:
+            try:
+                convert(text)  # checked like a column; stored as written
+            except ValueError as exc:
+                found.append(Problem(str(exc), index, name, raw, line))
+                return
+        into.append((field, text))
 
 
 def _all_plain(records: Sequence[RecordInput], lengths: dict[str, int | None]) -> bool:
@@ -795,6 +373,8 @@ def merge_rows(first: Row, second: Row) -> Row:
     operation, keep = merge_operation(first.operation, second.operation)
     if keep:
         values = {**first.values, **second.values}
+        if XML_DATA_ATTR in first.values and XML_DATA_ATTR in second.values:
+            values[XML_DATA_ATTR] = merge_xml_data(first.values[XML_DATA_ATTR], second.values[XML_DATA_ATTR])
         supplied = tuple(dict.fromkeys(first.supplied + second.supplied))
     else:
         values = {**second.values}
@@ -806,9 +386,10 @@ def merge_rows(first: Row, second: Row) -> Row:
         # One row per key: the id the first record got (supplied or generated) stays.
         values[ID_ATTR] = first.values[ID_ATTR]
         generated = first.generated
+    links = {**(first.links or {}), **(second.links or {})} if keep else second.links
     return Row(index=first.index, values=values, supplied=supplied, key=first.key, operation=operation,
                delete=operation == DELETE, generated=generated, line=first.line,
-               merged=first.indexes + second.indexes)
+               merged=first.indexes + second.indexes, links=links or None)
 
 
 def collapse_rows(rows: Iterable[Row], *, mode: str) -> tuple[list[Row], list[Problem]]:

@@ -5,6 +5,7 @@ only answer earlier): the requesting user, or `campaignsite.permissions.SYSTEM` 
 scheduled tasks; None is refused as unauthenticated.
 """
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone as dt_timezone
@@ -21,7 +22,9 @@ from campaignsite.permissions import acting_user, permission_require
 from staging import ddl
 from staging import records as rec
 from staging.models import Schema, SchemaRegistry, StructureState, description_digest
-from staging.srcschema import STAGING_SUFFIX, SchemaDescription, parse_srcschema
+from staging.srcschema import STAGING_SUFFIX, XML_DATA_ATTR, SchemaDescription, parse_srcschema
+from staging.links import resolve_links
+from staging.xmldata import merge_xml_data
 
 BUILTIN_SCHEMA_DIR = Path(__file__).resolve().parent / "builtin_schemas"
 
@@ -484,6 +487,8 @@ class _Table:
         self.converters = [(a.name, self.to_db if a.type in temporal else None) for a in self.attributes]
         self.temporal = {a.name for a in self.attributes if a.type in temporal}
         self.names = [a.name for a in self.attributes]
+        self.links = None  # the staging table's link-lookup column (see _staging_table)
+        self.link_keys = {link.name: link.foreign_key for link in description.links if link.joins}
 
     def db(self, name: str, value):
         return self.to_db(value) if name in self.temporal and value is not None else value
@@ -530,7 +535,15 @@ def _key_text(key: tuple[str, ...], values) -> tuple[str, str]:
 
 def _staging_table(schema: Schema) -> _Table:
     description = schema.description
-    return _Table(description, name=description.staging_table, alias=ddl.LOCAL)
+    table = _Table(description, name=description.staging_table, alias=ddl.LOCAL)
+    if ddl.has_link_lookups(description):
+        table.links = table.q(ddl.COL_LINKS)
+    return table
+
+
+def _links_text(links: dict | None) -> str | None:
+    """The staged form of a row's links by key (the sync resolves them): JSON {link: [[names], [values]]}."""
+    return json.dumps({name: [list(key), list(values)] for name, (key, values) in links.items()}) if links else None
 
 
 # New rows take the table's defaults for status (pending), attempts (0) and version (1).
@@ -544,6 +557,8 @@ def _stage_inserts(cursor, table: _Table, rows: list, now) -> None:
     if not rows:
         return
     columns = [table.column[a.name] for a in table.attributes] + [table.q(c) for c in _STG_INSERT_COLUMNS]
+    if table.links:
+        columns.append(table.links)
     sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
            f"VALUES ({', '.join(['%s'] * len(columns))})")
     business = table.business_values
@@ -557,6 +572,8 @@ def _stage_inserts(cursor, table: _Table, rows: list, now) -> None:
 
     params = [(*business(row.values), 1 if row.delete else 0, now, row.operation, join(row.supplied),
                join(row.key)) for row in rows]
+    if table.links:
+        params = [(*values, _links_text(row.links)) for values, row in zip(params, rows)]
     if table.vendor == ddl.POSTGRESQL and len(params) >= COPY_MIN_ROWS:
         # psycopg's executemany still costs a round of the protocol per row; COPY streams them.
         with table.connection.wrap_database_errors, \
@@ -669,6 +686,11 @@ def _plan_ext(cursor, table: _Table, rows: list) -> tuple[list, list]:
     """Split rows into new ones and in-place updates of staged rows (one locked SELECT per batch)."""
     q = table.q
     info = [q(c) for c in (ddl.COL_OPERATION, ddl.COL_STATUS, ddl.COL_COLUMNS)]
+    xml_data = XML_DATA_ATTR in table.column
+    if xml_data:  # the staged XML fields, to merge a partial update's into
+        info.append(table.column[XML_DATA_ATTR])
+    if table.links:  # the staged links by key, kept unless replaced
+        info.append(table.links)
     by_key: dict[tuple[str, ...], list] = {}
     for row in rows:
         by_key.setdefault(row.key, []).append(row)
@@ -688,7 +710,9 @@ def _plan_ext(cursor, table: _Table, rows: list) -> tuple[list, list]:
             problems.append(Problem(f"{len(matches)} staged rows have this key; use a unique key such as @id",
                                     record=row.index, attribute="_key", value=values, line=row.line))
             continue
-        staged_id, previous_op, status, previous_columns = matches[0]
+        staged_id, previous_op, status, previous_columns, *extra = matches[0]
+        staged_data = extra[0] if xml_data else None
+        staged_links = extra[-1] if table.links else None
         if row.operation == rec.INSERT:
             problems.append(Problem("already staged; _operation=\"insert\" only adds new keys (use the default "
                                     "insertOrUpdate to change it)", record=row.index, attribute=fields,
@@ -705,6 +729,13 @@ def _plan_ext(cursor, table: _Table, rows: list) -> tuple[list, list]:
         else:  # the previous operation reached the cloud: this one starts afresh
             operation, keep = row.operation, False
         columns = [c for c in (previous_columns or "").split(",") if c] if keep else []
+        if keep and xml_data and XML_DATA_ATTR in row.supplied:
+            row.values[XML_DATA_ATTR] = merge_xml_data(staged_data, row.values[XML_DATA_ATTR])
+        if keep and staged_links:
+            # A link still waiting for the sync stays, unless this record sets it (by key or by its foreign key).
+            kept = {name: (tuple(key), tuple(values)) for name, (key, values) in json.loads(staged_links).items()
+                    if not set(table.link_keys.get(name, ())) & set(row.supplied)}
+            row.links = {**kept, **(row.links or {})} or None
         updates.append((row, operation, ",".join(dict.fromkeys(columns + list(row.supplied)))))
     if problems:
         raise Conflict(f"{len(problems)} record(s) conflict with staged rows; nothing was written.",
@@ -725,11 +756,12 @@ def _stage_updates(cursor, table: _Table, updates: list, now) -> None:
             f"{q(ddl.COL_COLUMNS)} = %s", f"{q(ddl.COL_KEY)} = %s", f"{q(ddl.COL_STATUS)} = '{ddl.STATUS_PENDING}'",
             f"{q(ddl.COL_ATTEMPTS)} = 0", f"{q(ddl.COL_ERROR)} = NULL",
             f"{q(ddl.COL_VERSION)} = {q(ddl.COL_VERSION)} + 1",
-        ]
+        ] + ([f"{table.links} = %s"] if table.links else [])
         sql = f"UPDATE {table.name} SET {', '.join(assignments)} WHERE {table.column[rec.ID_ATTR]} = %s"
         cursor.executemany(sql, [
             [table.db(n, row.values.get(n)) for n in changed]
-            + [1 if operation == rec.DELETE else 0, now, operation, columns, ",".join(row.key), row.id]
+            + [1 if operation == rec.DELETE else 0, now, operation, columns, ",".join(row.key)]
+            + ([_links_text(row.links)] if table.links else []) + [row.id]
             for row, operation, columns in group
         ])
 
@@ -745,6 +777,7 @@ def records_write(*, schema_id: str, records: Sequence[rec.RecordInput], user) -
     schema = cloud_schema_get(schema_id=schema_id)
     description = schema.description
     rows = rec.validated_rows(description, records, mode=rec.WRITE)
+    _resolve_write_links(description, rows)
     alias = ddl.table_alias(description)
     table = _Table(description, name=description.sql_table, alias=alias)
     try:
@@ -755,6 +788,27 @@ def records_write(*, schema_id: str, records: Sequence[rec.RecordInput], user) -
             f"The cloud table of {schema.schema_id} refused the write (a unique key is already present); "
             "nothing was written.", [Problem(str(exc).splitlines()[0])],
         ) from None
+
+
+def _resolve_write_links(description: SchemaDescription, rows: list) -> None:
+    """Set the foreign keys of links written by key, or refuse the call naming every record whose
+    target row is missing (a Write never creates the target)."""
+    lookups = {row.index: [(name, key, values) for name, (key, values) in row.links.items()]
+               for row in rows if row.links}
+    if not lookups:
+        return
+    found, failed = resolve_links(description, [lookup for group in lookups.values() for lookup in group])
+    problems = []
+    for row in rows:
+        for lookup in lookups.get(row.index, ()):
+            if lookup in failed:
+                problems.append(Problem(failed[lookup], record=row.index, attribute=f"{lookup[0]}/_key",
+                                        value=", ".join(lookup[2]), line=row.line))
+            else:
+                row.values.update(found[lookup])
+    if problems:
+        raise InvalidInput(f"{len({p.record for p in problems})} record(s) link to rows that do not exist; "
+                           "nothing was written.", problems)
 
 
 def _write_rows(cursor, table: _Table, rows: list) -> None:
@@ -786,6 +840,12 @@ def _write_rows(cursor, table: _Table, rows: list) -> None:
                f"VALUES ({', '.join(['%s'] * len(columns))})")
         cursor.executemany(sql, [[table.db(n, row.values.get(n)) for n in columns] for row in group])
     for (key, changed), group in updates.items():
+        if XML_DATA_ATTR in changed:  # XML fields not written keep their value: merge into the stored mData
+            stored = {table.key_of(key, found[:len(key)]): found[-1] for found in table.existing(
+                cursor, key, list({table.key_of(key, row.key_values) for row in group}), [table.column[XML_DATA_ATTR]])}
+            for row in group:
+                row.values[XML_DATA_ATTR] = merge_xml_data(stored.get(table.key_of(key, row.key_values)),
+                                                           row.values[XML_DATA_ATTR])
         where = " AND ".join(f"{table.column[n]} = %s" for n in key)
         sql = f"UPDATE {table.name} SET {', '.join(f'{table.column[n]} = %s' for n in changed)} WHERE {where}"
         cursor.executemany(sql, [[table.db(n, row.values.get(n)) for n in changed + key] for row in group])

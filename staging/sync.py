@@ -43,7 +43,9 @@ from campaignsite.permissions import permission_require
 from staging import ddl
 from staging.ddl import quote
 from staging.models import Schema, StructureState, SyncLease, SyncLedger, SyncRun
-from staging.srcschema import SchemaDescription
+from staging.links import resolve_links
+from staging.srcschema import XML_DATA_ATTR, SchemaDescription
+from staging.xmldata import merge_xml_data
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ OP_INSERT = "insert"
 OP_INSERT_OR_UPDATE = "insertOrUpdate"
 OP_UPDATE = "update"
 OP_DELETE = "delete"
+OP_UNRESOLVED = "unresolved"  # in the batch table only: a link set by key whose target is missing
 
 
 # Staged schemas whose rows are requests consumed by their own processor instead of being copied
@@ -205,6 +208,9 @@ class _Tables:
         self.cloud_table = quote(self.description.sql_table, self.cloud_vendor)
         self.staging_table = quote(self.description.staging_table, self.local_vendor)
         self.cloud_columns = ddl.desired_tables(self.description)[0].columns
+        # Links set by key: the staged lookups come into the batch table's `links` column, and a row
+        # whose target is missing gets op UNRESOLVED and its reason in `lfail` (see _resolve_links).
+        self.links = ddl.has_link_lookups(self.description)
 
     def lq(self, name: str) -> str:
         return quote(name, self.local_vendor)
@@ -219,7 +225,8 @@ class _Tables:
         # The supplied-column list is wrapped in commas so SQL can test ',name,' in it.
         return (
             f"SELECT {lq(ddl.COL_SEQ)}, {lq(ddl.COL_VERSION)}, {lq(ddl.COL_OPERATION)}, {lq(ddl.COL_KEY)}, "
-            f"',' || {lq(ddl.COL_COLUMNS)} || ',', {business} FROM {staging_ref} "
+            f"',' || {lq(ddl.COL_COLUMNS)} || ',', {business}{', ' + lq(ddl.COL_LINKS) if self.links else ''} "
+            f"FROM {staging_ref} "
             f"WHERE {lq(ddl.COL_STATUS)} = '{ddl.STATUS_PENDING}' AND {lq(ddl.COL_SEQ)} > %s "
             f"ORDER BY {lq(ddl.COL_SEQ)} LIMIT %s"
         )
@@ -283,6 +290,8 @@ def _batch_table_sql(tables: _Tables) -> str:
     columns = [f"{cq('seq')} BIGINT", f"{cq('version')} BIGINT", f"{cq('op')} VARCHAR(16)",
                f"{cq('keyspec')} VARCHAR(255)", f"{cq('cols')} TEXT"]
     columns += [f"{cq(f'v{i}')} {ddl.sql_type(column, vendor)}" for i, column in enumerate(tables.cloud_columns)]
+    if tables.links:
+        columns += [f"{cq('links')} TEXT", f"{cq('lfail')} TEXT"]
     columns.append(f"{cq('existed')} SMALLINT NOT NULL DEFAULT 0")
     return f"CREATE TEMPORARY TABLE {cq(BATCH_TABLE)} ({', '.join(columns)})"
 
@@ -305,7 +314,8 @@ def _fill(tables: _Tables, route: str, cursor, *, after: int, limit: int, key_in
     then mark those whose key exists in the cloud table."""
     cq = tables.cq
     columns = ", ".join(cq(c) for c in ("seq", "version", "op", "keyspec", "cols",
-                                          *(f"v{i}" for i in range(len(tables.attributes)))))
+                                          *(f"v{i}" for i in range(len(tables.attributes))),
+                                          *(("links",) if tables.links else ())))
     into = f"INSERT INTO {cq(BATCH_TABLE)} ({columns}) "
     if route == ATTACHED:
         cursor.execute(into + tables.pending_select(f"{STAGING_SCHEMA}.{tables.staging_table}"), [after, limit])
@@ -321,7 +331,7 @@ def _fill(tables: _Tables, route: str, cursor, *, after: int, limit: int, key_in
         with connections[ddl.LOCAL].cursor() as local:
             local.execute(tables.pending_select(tables.staging_table), [after, limit])
             rows = local.fetchall()
-        placeholders = ", ".join(["%s"] * (5 + len(tables.attributes)))
+        placeholders = ", ".join(["%s"] * (5 + len(tables.attributes) + (1 if tables.links else 0)))
         cursor.executemany(f"{into}VALUES ({placeholders})", rows)
     found = " AND ".join(f"c.{cq(tables.attributes[i].sql_name)} = {cq(BATCH_TABLE)}.{cq(f'v{i}')}"
                          for i in key_indexes)
@@ -349,6 +359,61 @@ def _cut(tables: _Tables, cursor, *, keyspec: str, key: tuple[str, ...], key_ind
         cursor.execute(f"DELETE FROM {batch} WHERE {cq('seq')} >= %s", [cut])
 
 
+def _resolve_links(tables: _Tables, cursor) -> None:
+    """Set the foreign keys of the batch's links set by key, from the target's cloud table; a row whose
+    target is missing is not applied (op UNRESOLVED) and fails with the reason. The lookups go through
+    `resolve_links`, the one resolver Write uses too: one SELECT per link and key shape for the whole
+    batch, and one executemany back into the batch table (the key values are converted to the target's
+    types in Python, which portable SQL over the JSON column could not do on both databases)."""
+    if not tables.links:
+        return
+    cq, batch = tables.cq, tables.cq(BATCH_TABLE)
+    cursor.execute(f"SELECT {cq('seq')}, {cq('links')} FROM {batch} WHERE {cq('links')} IS NOT NULL "
+                   f"AND {cq('op')} <> %s", [OP_DELETE])
+    rows = [(seq, [(name, tuple(key), tuple(values)) for name, (key, values) in json.loads(text).items()])
+            for seq, text in cursor.fetchall()]
+    if not rows:
+        return
+    found, failed = resolve_links(tables.description, [lookup for _, lookups in rows for lookup in lookups])
+    index = {a.name: i for i, a in enumerate(tables.attributes)}
+    sets: dict[tuple[str, ...], list] = {}
+    failures = []
+    for seq, lookups in rows:
+        reasons = [failed[lookup] for lookup in lookups if lookup in failed]
+        if reasons:
+            failures.append(("; ".join(reasons), seq))
+            continue
+        values = {fk: value for lookup in lookups for fk, value in found[lookup].items()}
+        sets.setdefault(tuple(values), []).append([*values.values(), seq])
+    for names, params in sets.items():
+        assignments = ", ".join(f"{cq(f'v{index[n]}')} = %s" for n in names)
+        cursor.executemany(f"UPDATE {batch} SET {assignments} WHERE {cq('seq')} = %s", params)
+    if failures:
+        cursor.executemany(f"UPDATE {batch} SET {cq('op')} = '{OP_UNRESOLVED}', {cq('lfail')} = %s "
+                           f"WHERE {cq('seq')} = %s", failures)
+
+
+def _merge_xml_data(tables: _Tables, cursor, key_indexes: list[int]) -> None:
+    """Lay the mData documents of the batch's updates over the cloud rows' (fields a staged row does not
+    carry keep their cloud value). XML cannot be merged in portable SQL, so the few rows concerned
+    (updates that supplied XML fields) pass through Python: one SELECT joined on the cloud table and
+    one executemany back into the batch table, whatever the route."""
+    data = next((i for i, a in enumerate(tables.attributes) if a.name == XML_DATA_ATTR), None)
+    if data is None:
+        return
+    cq, batch = tables.cq, tables.cq(BATCH_TABLE)
+    column = cq(tables.attributes[data].sql_name)
+    match = " AND ".join(f"c.{cq(tables.attributes[i].sql_name)} = b.{cq(f'v{i}')}" for i in key_indexes)
+    find = "strpos" if tables.cloud_vendor == ddl.POSTGRESQL else "instr"
+    cursor.execute(f"SELECT b.{cq('seq')}, c.{column}, b.{cq(f'v{data}')} FROM {batch} b JOIN {tables.cloud_table} c "
+                   f"ON {match} WHERE b.{cq('existed')} = 1 AND b.{cq('op')} IN (%s, %s) "
+                   f"AND {find}(b.{cq('cols')}, {_literal(f',{XML_DATA_ATTR},')}) > 0 AND c.{column} IS NOT NULL",
+                   [OP_INSERT_OR_UPDATE, OP_UPDATE])
+    merged = [(merge_xml_data(cloud, staged), seq) for seq, cloud, staged in cursor.fetchall()]
+    if merged:
+        cursor.executemany(f"UPDATE {batch} SET {cq(f'v{data}')} = %s WHERE {cq('seq')} = %s", merged)
+
+
 def _insert_default(column: ddl.ColumnSpec) -> str:
     return column.default if column.default is not None else "NULL"
 
@@ -367,10 +432,12 @@ def _outcome_columns(tables: _Tables) -> str:
     cq = tables.cq
     op, existed = cq("op"), cq("existed")
     failed, skipped = f"{op} = '{OP_INSERT}' AND {existed} = 1", f"{op} = '{OP_UPDATE}' AND {existed} = 0"
-    return (f"{cq('seq')} AS seq, {cq('version')} AS version, CASE WHEN {failed} THEN '{ddl.STATUS_FAILED}' "
-            f"WHEN {skipped} THEN '{ddl.STATUS_SKIPPED}' ELSE '{ddl.STATUS_SYNCED}' END AS status, "
-            f"CASE WHEN {failed} THEN {_literal(DUPLICATE_ERROR)} WHEN {skipped} THEN {_literal(SKIPPED_ERROR)} END "
-            f"AS error")
+    unresolved = f"{op} = '{OP_UNRESOLVED}'"
+    link_error = f"WHEN {unresolved} THEN {cq('lfail')} " if tables.links else ""
+    return (f"{cq('seq')} AS seq, {cq('version')} AS version, CASE WHEN {failed} OR {unresolved} THEN "
+            f"'{ddl.STATUS_FAILED}' WHEN {skipped} THEN '{ddl.STATUS_SKIPPED}' ELSE '{ddl.STATUS_SYNCED}' END AS status, "
+            f"CASE WHEN {failed} THEN {_literal(DUPLICATE_ERROR)} {link_error}WHEN {skipped} THEN "
+            f"{_literal(SKIPPED_ERROR)} END AS error")
 
 
 def _ledger_sql(tables: _Tables) -> str:
@@ -403,6 +470,8 @@ def apply_next(tables: _Tables, *, after: int, limit: int) -> Step | None:
         cursor.execute(_batch_table_sql(tables))
         _fill(tables, route, cursor, after=after, limit=limit, key_indexes=key_indexes)
         _cut(tables, cursor, keyspec=keyspec, key=key, key_indexes=key_indexes)
+        _resolve_links(tables, cursor)
+        _merge_xml_data(tables, cursor, key_indexes)
 
         def match(cloud_ref: str, batch_ref: str) -> str:
             return " AND ".join(f"{cloud_ref}.{cq(tables.attributes[i].sql_name)} = {batch_ref}.{cq(f'v{i}')}"
@@ -453,7 +522,7 @@ def _batch_counts(tables: _Tables, cursor) -> tuple[Counts, int, int]:
         "updated": f"{existed} = 1 AND {op} IN ('{OP_INSERT_OR_UPDATE}', '{OP_UPDATE}')",
         "deleted": f"{existed} = 1 AND {op} = '{OP_DELETE}'",
         "skipped": f"{existed} = 0 AND {op} = '{OP_UPDATE}'",
-        "failed": f"{existed} = 1 AND {op} = '{OP_INSERT}'",
+        "failed": f"({existed} = 1 AND {op} = '{OP_INSERT}') OR {op} = '{OP_UNRESOLVED}'",
     }
     sums = ", ".join(f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)" for condition in cases.values())
     cursor.execute(f"SELECT COUNT(*), MIN({cq('seq')}), MAX({cq('seq')}), {sums} FROM {cq(BATCH_TABLE)}")

@@ -7,7 +7,7 @@ import pytest
 from campaignsite.errors import InvalidInput
 from staging.records import (
     DELETE, INGEST, INGEST_EXT, INSERT, INSERT_OR_UPDATE, UPDATE, WRITE, RecordInput, collapse_rows,
-    merge_operation, new_uuids, parse_key, records_from_json, records_from_xml, uuid_factory, validate_records,
+    merge_operation, new_uuids, parse_key, records_from_csv, records_from_json, records_from_xml, uuid_factory, validate_records,
 )
 from staging.srcschema import parse_srcschema
 from staging.xml import parse_xml
@@ -68,16 +68,22 @@ def test_a_collection_record_naming_another_schema_is_refused():
     assert (caught.value.problems[0].record, caught.value.problems[0].attribute) == (1, "xtkschema")
 
 
-def test_child_elements_inside_a_record_are_refused():
-    with pytest.raises(InvalidInput) as caught:
-        records_from_xml(xml('<sampleTableStg testcol1="a"><folder name="x"/></sampleTableStg>'))
-    assert caught.value.problems[0].attribute == "folder"
+def test_child_elements_inside_a_record_become_path_named_values():
+    _, (record,) = records_from_xml(xml('<sampleTableStg testcol1="a"><folder name="x"/></sampleTableStg>'))
+    assert record.values == {"testcol1": "a", "folder/name": "x"}
+
+
+def test_unknown_sub_element_values_are_refused_naming_record_and_path():
+    _, records = records_from_xml(xml('<sampleTableStg testcol1="a"><folder name="x"/></sampleTableStg>'))
+    rows, problems = validate_records(SAMPLE, records, mode=INGEST)
+    assert [(p.record, p.attribute) for p in problems] == [(0, "folder/name")]
 
 
 def test_keys_are_read_from_comma_separated_xpaths():
     assert parse_key("@email, [@folder-id]") == ("email", "folder-id")
     assert parse_key("@id") == ("id",)
-    assert parse_key("location/@city") == ("location/@city",)  # kept, so validation can name it
+    assert parse_key("location/@city") == ("location/city",)
+    assert parse_key("location/city") == ("location/city",)  # not an XPath: kept, so validation can name it
 
 
 def test_json_records_turn_scalars_into_text():
@@ -92,10 +98,46 @@ def test_json_records_of_strings_are_taken_as_they_are_and_others_converted():
         RecordInput({"a": "x"}, None, None), RecordInput({"a": "1"}, ("a",), None)]
 
 
-def test_json_nested_values_are_refused_naming_record_and_attribute():
+def test_json_lists_are_refused_naming_record_and_path():
     with pytest.raises(InvalidInput) as caught:
-        records_from_json([{"a": "ok"}, {"a": {"nested": 1}}])
-    assert (caught.value.problems[0].record, caught.value.problems[0].attribute) == (1, "a")
+        records_from_json([{"a": "ok"}, {"a": {"nested": [1]}}])
+    assert (caught.value.problems[0].record, caught.value.problems[0].attribute) == (1, "a/nested")
+
+
+def test_json_nested_objects_become_path_named_values_at_any_depth():
+    (record,) = records_from_json([{"email": "a@x", "location": {"city": "Paris", "geo": {"lat": 48.8}},
+                                    "company": {"_key": ["@name"], "name": "Acme"}}])
+    assert record.values == {"email": "a@x", "location/city": "Paris", "location/geo/lat": "48.8",
+                             "company/_key": "@name", "company/name": "Acme"}
+
+
+def test_xml_sub_elements_at_any_depth_and_element_text_become_path_named_values():
+    _, records = records_from_xml(xml(
+        '<recipient-collection><recipient email="a@x"><location city="Paris"><geo lat="1"/></location>'
+        '<desc><![CDATA[<p>Hi</p>]]></desc><company _key="@name" name="Acme"/></recipient>'
+        '<recipient email="b@x"/></recipient-collection>'))
+    assert [r.values for r in records] == [
+        {"email": "a@x", "location/city": "Paris", "location/geo/lat": "1", "desc": "<p>Hi</p>",
+         "company/_key": "@name", "company/name": "Acme"}, {"email": "b@x"}]
+
+
+def test_an_empty_sub_element_sets_nothing():
+    description = parse_srcschema('<srcSchema namespace="cus" name="p"><element name="p" autopk="true">'
+                                  '<element name="location"><attribute name="city"/></element></element></srcSchema>')
+    _, records = records_from_xml(xml('<p><location/></p>'))
+    rows, problems = validate_records(description, records, mode=INGEST, make_id=counter())
+    assert (problems, rows[0].supplied) == ([], ())
+
+
+def test_a_repeated_sub_element_is_refused_naming_it():
+    with pytest.raises(InvalidInput) as caught:
+        records_from_xml(xml('<recipient><location city="a"/><location city="b"/></recipient>'))
+    assert caught.value.problems[0].attribute == "location"
+
+
+def test_csv_headers_name_sub_element_attributes_with_or_without_the_at_sign():
+    (record,) = records_from_csv(["email,location/@city,location/zipCode", "a@x,Paris,75001"])
+    assert record.values == {"email": "a@x", "location/city": "Paris", "location/zipCode": "75001"}
 
 
 def test_json_items_must_be_objects():
