@@ -183,3 +183,39 @@ def test_schema_qualified_table_names_are_quoted_part_by_part():
     assert ddl.quote("public.CusReport", "postgresql") == '"public"."cusreport"'
     assert ddl.quote("public.CusReport", "sqlite") == '"public"."CusReport"'
     assert ddl.quote("CusReport", "postgresql") == '"cusreport"'
+
+
+def test_a_view_on_a_schema_qualified_table_is_browsed_on_postgresql(superuser_client):
+    connection = connections["cloud"]
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has no schemas to qualify a table with")
+    source = VIEW.replace('sqltable="CusReportSource"', 'sqltable="public.CusReportQualified"')
+    report = services.schema_create(source=source, user=SYSTEM)
+    with connection.cursor() as cursor:
+        cursor.execute('CREATE TABLE public.cusreportqualified ("dtotal" FLOAT)')
+        cursor.execute("INSERT INTO public.cusreportqualified VALUES (7.25)")
+
+    text = page_text(superuser_client.get(reverse("admin:staging_schema_cloud", args=[report.pk])))
+
+    assert "7.25" in text and "View <code>public.CusReportQualified</code>" in text
+
+
+def test_a_key_search_names_a_sub_element_field_by_its_xpath(superuser_client):
+    source = """<srcSchema namespace="cus" name="shop"><element name="shop">
+      <key name="place" internal="true"><keyfield xpath="location/@city"/><keyfield xpath="@name"/></key>
+      <attribute name="name" length="40"/>
+      <element name="location"><attribute name="city" length="40"/></element>
+    </element></srcSchema>"""
+    shop = services.schema_create(source=source, user=SYSTEM)
+    services.structure_update(schema=shop, user=SYSTEM)
+    vendor = connections["cloud"].vendor
+    with connections["cloud"].cursor() as cursor:
+        for city, name in (("Paris", "Louvre"), ("Lyon", "Louvre")):
+            cursor.execute(f"INSERT INTO {ddl.quote('CusShop', vendor)} ({ddl.quote('sCity', vendor)}, "
+                           f"{ddl.quote('sName', vendor)}) VALUES (%s, %s)", [city, name])
+    browser = reverse("admin:staging_schema_cloud", args=[shop.pk])
+
+    found = page_text(superuser_client.get(browser, {"q": "location/@city=Lyon, @name=Louvre"}))
+
+    assert "1 row with this key" in found and "Lyon" in found and "Paris" not in found
+    assert "Search is an exact match on a key (location/@city, @name" in found
