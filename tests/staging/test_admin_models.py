@@ -55,7 +55,8 @@ def test_the_base_change_page_shows_its_extensions_merged_columns_and_warnings(s
     # The merged description: xpath, type, SQL column, and which document declared it.
     assert "<td><code>location/@district</code></td><td>string</td><td>40</td><td><code>sDistrict</code></td>" in text
     assert "<td><code>location/@city</code></td>" in text and "<code>sCity</code>" in text
-    assert "<td><code>@loyalty</code></td><td>string</td><td>20</td><td><code>sLoyalty</code></td><td></td><td>cus:recipient</td>" in text
+    assert ("<td><code>@loyalty</code></td><td>string</td><td>20</td><td><code>sLoyalty</code></td><td></td>"
+            "<td>cus:recipient</td>") in text
     assert "<td><code>@email</code></td>" in text and "<td>nms:recipient</td>" in text
     assert "<code>@notes</code>" in text and "mData" in text  # the XML field, stored in mData
     warnings = text.split('id="staging-warnings"', 1)[1].split("</div>", 1)[0]
@@ -155,7 +156,8 @@ def test_the_cloud_browser_of_a_keyless_table_shows_its_first_rows_without_pagin
     assert "It has no primary key" in text and 'id="staging-next"' not in text
     assert 'class="staging-row-link"' not in text
     # A forged keyset position is ignored rather than turned into SQL.
-    assert superuser_client.get(reverse("admin:staging_schema_cloud", args=[log.pk]) + "?after=%5B%5D").status_code == 200
+    browser = reverse("admin:staging_schema_cloud", args=[log.pk])
+    assert superuser_client.get(browser + "?after=%5B%5D").status_code == 200
     assert superuser_client.get(reverse("admin:staging_schema_cloud_row", args=[log.pk]) + "?key=x").status_code == 404
     assert "(no primary key)" in page_text(superuser_client.get(change_url(log)))
 
