@@ -16,6 +16,7 @@ from datetime import timedelta
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db import DatabaseError, transaction
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -92,9 +93,16 @@ def key_parse(table: selectors.BrowsedTable, raw: str) -> tuple | None:
     return tuple(typed)
 
 
+def _attribute_label(attribute) -> str:
+    if attribute.xml_data:
+        return "XML fields"
+    return attribute.xpath if "/" in attribute.name or attribute.element else attribute.name
+
+
 def column_headers(schema: Schema, table: selectors.BrowsedTable) -> list[dict]:
-    """Each column's SQL name and what a reader calls it (the attribute name, or the bookkeeping name)."""
-    attributes = {a.sql_name.lower(): a.name for a in schema.description.attributes}
+    """Each column's SQL name and what a reader calls it: the attribute name (its XPath, `location/@city`,
+    for a sub-element's attribute; "XML fields" for mData), or the bookkeeping name."""
+    attributes = {a.sql_name.lower(): _attribute_label(a) for a in schema.description.attributes}
     technical = {k.lower(): v for k, v in TECHNICAL_LABELS.items()}
     return [
         {"name": c.name, "label": attributes.get(c.name.lower()) or technical.get(c.name.lower(), c.name),
@@ -133,6 +141,11 @@ def _error_message(schema: Schema, error: DomainError) -> str:
     return format_html("Schema {}: {}{}", schema, error.message, problems)
 
 
+def _origin(schema: Schema, item) -> str:
+    """Which document declared an attribute or link: the schema itself, or an extension of it."""
+    return getattr(item, "belongs_to", None) or schema.schema_id
+
+
 def ddl_segments(plan) -> list[dict]:
     """`plan.as_text()` cut into pieces, the destructive statements flagged for highlighting."""
     text = plan.as_text()
@@ -159,8 +172,9 @@ class SchemaAdmin(admin.ModelAdmin):
     search_fields = ("namespace", "name", "label")
     actions = ("update_structure", "sync_now", "enable_staging", "disable_staging")
     readonly_fields = (
-        "schema_id", "label", "sql_table", "staging_table", "attributes_table", "keys", "structure",
-        "structure_applied_at", "built_in", "modified_at", "modified_by",
+        "schema_id", "label", "extension_of", "extended_by", "sql_table", "staging_table", "attributes_table",
+        "xml_fields_table", "links_table", "keys", "structure", "structure_applied_at", "built_in", "modified_at",
+        "modified_by",
     )
     change_form_template = "admin/staging/schema/change_form.html"
 
@@ -176,11 +190,17 @@ class SchemaAdmin(admin.ModelAdmin):
         return (
             editor,
             ("Parsed from the source", {"fields": (
-                "schema_id", "label", "sql_table", "staging_table", "attributes_table", "keys",
+                "schema_id", "label", "extension_of", "extended_by", "sql_table", "staging_table",
+                "attributes_table", "xml_fields_table", "links_table", "keys",
             )}),
             ("Database structure", {"fields": ("structure", "structure_applied_at")}),
             ("History", {"fields": ("built_in", "modified_at", "modified_by")}),
         )
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        schema = self.get_object(request, object_id)
+        extra = {"schema_warnings": schema.description.warnings if schema is not None else ()}
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
     def get_form(self, request, obj=None, **kwargs):
         return _with_user(super().get_form(request, obj, **kwargs), request.user)
@@ -220,6 +240,8 @@ class SchemaAdmin(admin.ModelAdmin):
             request._staging_reminders.append(schema)
             return
         # The editor already saved through the services while it was validated (staging.forms).
+        for warning in obj.description.warnings:
+            messages.warning(request, f"Schema {obj}: {warning}")
         self._remind_structure(request, obj)
 
     def _remind_structure(self, request, schema: Schema) -> None:
@@ -311,12 +333,48 @@ class SchemaAdmin(admin.ModelAdmin):
         state = obj.structure_state
         return format_html('<span class="staging-badge staging-badge--{}">{}</span>', state.value, state.label)
 
+    @admin.display(description="extends")
+    def extension_of(self, obj: Schema) -> str:
+        if not obj.extends:
+            return "—"
+        base = obj.base
+        if base is None:
+            return format_html("{} (not loaded)", obj.extends)
+        return format_html('<a href="{}" class="staging-base-link">{}</a> — this extension owns no table: its '
+                           "fields are columns of the tables of {}, and the table browsers and structure update "
+                           "are those of {}.", reverse("admin:staging_schema_change", args=[base.pk]), base,
+                           base, base)
+
+    @admin.display(description="extensions")
+    def extended_by(self, obj: Schema) -> str:
+        ids = obj.description.extensions
+        if not ids:
+            return "—"
+        found = {s.schema_id: s for s in Schema.objects.filter(extends=obj.schema_id)}
+        return format_html_join(", ", "{}", (
+            (format_html('<a href="{}" class="staging-extension-link">{}</a>',
+                         reverse("admin:staging_schema_change", args=[found[i].pk]), i) if i in found else i,)
+            for i in ids))
+
     @admin.display(description="SQL table")
     def sql_table(self, obj: Schema) -> str:
-        return obj.description.sql_table
+        description = obj.description
+        if obj.extends:
+            base = obj.base
+            return f"{base.description.sql_table if base else '—'} (the table of {obj.extends})"
+        if description.view:
+            return f"{description.sql_table} (view: an existing table, never created, altered or dropped)"
+        if not description.primary_key:
+            return f"{description.sql_table} (no primary key)"
+        return description.sql_table
 
     @admin.display(description="staging table")
     def staging_table(self, obj: Schema) -> str:
+        if obj.extends:
+            base = obj.base
+            if base is None or not base.auto_stg:
+                return f"— (none: {obj.extends} is not staged)"
+            return f"{base.description.staging_table} (the staging table of {obj.extends}, local database)"
         if not obj.auto_stg:
             return "— (autoStg is off)"
         return f"{obj.description.staging_table} (schema {obj.staging_id}, local database)"
@@ -325,24 +383,62 @@ class SchemaAdmin(admin.ModelAdmin):
     def attributes_table(self, obj: Schema) -> str:
         rows = format_html_join(
             "",
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
             (
-                (a.name, a.type, a.length if a.length is not None else "", a.sql_name, "yes" if a.not_null else "")
+                (a.xpath, a.type, a.length if a.length is not None else "", a.sql_name, "yes" if a.not_null else "",
+                 _origin(obj, a))
                 for a in obj.description.attributes
             ),
         )
         return format_html(
-            '<table class="staging-attributes"><thead><tr><th>name</th><th>type</th><th>length</th>'
-            "<th>SQL column</th><th>notNull</th></tr></thead><tbody>{}</tbody></table>",
+            '<table class="staging-attributes"><thead><tr><th>xpath</th><th>type</th><th>length</th>'
+            "<th>SQL column</th><th>notNull</th><th>origin</th></tr></thead><tbody>{}</tbody></table>",
             rows,
         )
+
+    @admin.display(description="XML fields")
+    def xml_fields_table(self, obj: Schema) -> str:
+        fields = obj.description.xml_fields
+        if not fields:
+            return "—"
+        rows = format_html_join("", "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                                ((f.xpath, f.type, _origin(obj, f)) for f in fields))
+        return format_html(
+            '<p class="help">Stored together in the <code>mData</code> column, as one XML document.</p>'
+            '<table class="staging-attributes staging-xml-fields"><thead><tr><th>xpath</th><th>type</th>'
+            "<th>origin</th></tr></thead><tbody>{}</tbody></table>", rows)
+
+    @admin.display(description="links")
+    def links_table(self, obj: Schema) -> str:
+        links = obj.description.links
+        if not links:
+            return "—"
+        rows = format_html_join(
+            "", "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (link.name, link.target, "collection (no column)" if link.unbound else "1",
+                 ", ".join(f"{source} → {target}" for source, target in link.joins) or "—",
+                 ", ".join(f"{label}={value}" for label, value in (
+                     ("integrity", link.integrity), ("revLink", link.rev_link),
+                     ("revIntegrity", link.rev_integrity), ("externalJoin", "true" if link.external_join else None),
+                 ) if value) or "—",
+                 _origin(obj, link))
+                for link in links
+            ),
+        )
+        return format_html(
+            '<table class="staging-attributes staging-links"><thead><tr><th>name</th><th>target</th>'
+            "<th>cardinality</th><th>foreign key → target</th><th>options</th><th>origin</th></tr></thead>"
+            "<tbody>{}</tbody></table>", rows)
 
     @admin.display(description="keys")
     def keys(self, obj: Schema) -> str:
         description = obj.description
-        lines = [("primary key", ", ".join(f"@{n}" for n in description.primary_key) or "—", "")]
+        xpaths = {a.name: a.xpath for a in description.attributes}
+        lines = [("primary key", ", ".join(xpaths.get(n, n) for n in description.primary_key)
+                  or "— (none: the table has no primary key)", "")]
         lines += [
-            (key.name, ", ".join(f"@{n}" for n in key.fields), " (internal)" if key.internal else "")
+            (key.name, ", ".join(xpaths.get(n, n) for n in key.fields), " (internal)" if key.internal else "")
             for key in description.keys
         ]
         return format_html_join(mark_safe("<br>"), "{}: {}{}", lines)
@@ -419,7 +515,21 @@ class SchemaAdmin(admin.ModelAdmin):
             messages.warning(request, "Select at least one schema to update its database structure.")
             return HttpResponseRedirect(changelist_url)
 
-        plans = [(schema, services.structure_plan(schema=schema)) for schema in schemas]
+        # An extension owns no table: its structure update is that of the schema it extends, planned once
+        # even when the extension and its base are both selected.
+        owners, via = {}, {}
+        for schema in schemas:
+            try:
+                owner = services.structure_owner(schema)
+            except DomainError as exc:
+                messages.error(request, _error_message(schema, exc))
+                continue
+            owners.setdefault(owner.pk, owner)
+            if owner.pk != schema.pk:
+                via.setdefault(owner.pk, []).append(schema.schema_id)
+        if not owners:
+            return HttpResponseRedirect(changelist_url)
+        plans = [(owner, services.structure_plan(schema=owner)) for owner in owners.values()]
         destructive = any(plan.destructive for _, plan in plans)
         confirmed = request.POST.get("confirm_destructive") == "on"
         error = None
@@ -440,7 +550,8 @@ class SchemaAdmin(admin.ModelAdmin):
             "media": self.media,
             "ids": ",".join(str(s.pk) for s in schemas),
             "items": [
-                {"schema": schema, "plan": plan, "segments": ddl_segments(plan), "state": schema.structure_state}
+                {"schema": schema, "plan": plan, "segments": ddl_segments(plan), "state": schema.structure_state,
+                 "via": via.get(schema.pk, [])}
                 for schema, plan in plans
             ],
             "destructive": destructive,
@@ -509,6 +620,8 @@ class SchemaAdmin(admin.ModelAdmin):
         else:
             after = key_parse(table, request.GET.get("after", ""))
             before = key_parse(table, request.GET.get("before", ""))
+            if not table.pageable:
+                after = before = None
             page = selectors.table_page(table, filters=filters, descending=newest_first, after=after, before=before,
                                         limit=ROWS_PER_PAGE)
             count, capped = selectors.table_count_capped(table, filters=filters)
@@ -518,7 +631,7 @@ class SchemaAdmin(admin.ModelAdmin):
         rows = [
             {
                 "key": key_text(table, key),
-                "url": row_url(key),
+                "url": row_url(key) if table.pageable else None,
                 "status": row[status_index] if status_index is not None else None,
                 "cells": list(zip(headers, row)),
             }
@@ -533,27 +646,37 @@ class SchemaAdmin(admin.ModelAdmin):
             "count": count,
             "capped": capped,
             "estimate": None if filters or query else selectors.table_size_estimate(table),
-            "next_url": f"?{urlencode({**kept, 'after': key_text(table, page.last_key)})}" if page.has_next else None,
+            "next_url": (f"?{urlencode({**kept, 'after': key_text(table, page.last_key)})}"
+                         if page.has_next and table.pageable else None),
             "previous_url": (f"?{urlencode({**kept, 'before': key_text(table, page.first_key)})}"
-                             if page.has_previous else None),
-            "first_url": f"?{urlencode(kept)}" if page.has_previous else None,
-            "key_help": self._key_help(schema),
+                             if page.has_previous and table.pageable else None),
+            "first_url": f"?{urlencode(kept)}" if page.has_previous and table.pageable else None,
+            "keyless": not table.pageable,
+            "key_help": selectors.key_help(schema.description),
         }
 
-    @staticmethod
-    def _key_help(schema: Schema) -> str:
-        description = schema.description
-        keys = [description.primary_key, *(k.fields for k in description.keys)]
-        return "; ".join(", ".join(f"@{f}" for f in fields) for fields in keys if fields)
+    def _extension_redirect(self, request, schema: Schema, name: str):
+        """An extension's rows are those of the schema it extends: its browsers are the base's."""
+        base = schema.base if schema.extends else None
+        if base is None:
+            return None
+        query = request.GET.urlencode()
+        return HttpResponseRedirect(reverse(name, args=[base.pk]) + (f"?{query}" if query else ""))
 
     def staged_view(self, request, pk):
         """The staging rows of a schema, newest first by default, filtered by status and operation."""
         schema = self._viewable_schema(request, pk)
+        redirect_to_base = self._extension_redirect(request, schema, "admin:staging_schema_staged")
+        if redirect_to_base is not None:
+            return redirect_to_base
         table = selectors.browsed_table(schema, "staging") if schema.auto_stg else None
         context = self._page_context(request, schema, f"Staged data: {schema.schema_id}Stg", kind="staged")
         if table is None:
-            context["missing"] = (f"{schema.schema_id} has no staging table: turn staging (autoStg) on and update "
-                                  "the database structure.")
+            if schema.description.view:
+                context["missing"] = f"{schema.schema_id} is a view: views have no staging."
+            else:
+                context["missing"] = (f"{schema.schema_id} has no staging table: turn staging (autoStg) on and "
+                                      "update the database structure.")
             return TemplateResponse(request, "admin/staging/schema/browser.html", context)
         status = request.GET.get("status")
         status = status if status in selectors.STAGED_STATUSES else None
@@ -587,7 +710,7 @@ class SchemaAdmin(admin.ModelAdmin):
                                      fields=self._fields(schema, table, row))
         cloud = selectors.browsed_table(schema, "cloud")
         pk_values = tuple(row.get(c) for c in (cloud.order_by if cloud else ()))
-        if cloud and all(v is not None for v in pk_values):
+        if cloud and cloud.pageable and all(v is not None for v in pk_values):
             context["other_url"] = (reverse("admin:staging_schema_cloud_row", args=[schema.pk])
                                     + "?" + urlencode({"key": key_text(cloud, pk_values)}))
             context["other_label"] = "This record in the cloud table"
@@ -599,22 +722,36 @@ class SchemaAdmin(admin.ModelAdmin):
     def cloud_view(self, request, pk):
         """The cloud table of a schema, read-only, in primary-key order."""
         schema = self._viewable_schema(request, pk)
+        redirect_to_base = self._extension_redirect(request, schema, "admin:staging_schema_cloud")
+        if redirect_to_base is not None:
+            return redirect_to_base
         table = selectors.browsed_table(schema, "cloud")
         context = self._page_context(request, schema, f"Cloud data: {schema.description.sql_table}", kind="cloud")
         if table is None:
             context["missing"] = f"The table of {schema.schema_id} does not exist yet: update the database structure."
             return TemplateResponse(request, "admin/staging/schema/browser.html", context)
         row_base = reverse("admin:staging_schema_cloud_row", args=[schema.pk])
-        context.update(self._listing(
-            request, schema, table, filters={}, newest_first=False,
-            row_url=lambda key: f"{row_base}?{urlencode({'key': key_text(table, key)})}",
-        ))
+        try:
+            # A savepoint: on PostgreSQL a refused SELECT would otherwise spoil an enclosing transaction.
+            with transaction.atomic(using=table.alias):
+                listing = self._listing(
+                    request, schema, table, filters={}, newest_first=False,
+                    row_url=lambda key: f"{row_base}?{urlencode({'key': key_text(table, key)})}",
+                )
+            context.update(listing)
+        except DatabaseError as error:
+            if not schema.description.view:
+                raise
+            # The table a view maps is not ours: it may be missing or differ from the source.
+            context["missing"] = (f"The view {schema.schema_id} could not read {table.name}: "
+                                  f"{str(error).strip().splitlines()[0] if str(error).strip() else error!r}")
+        context["view"] = schema.description.view
         return TemplateResponse(request, "admin/staging/schema/browser.html", context)
 
     def cloud_row_view(self, request, pk):
         schema = self._viewable_schema(request, pk)
         table = selectors.browsed_table(schema, "cloud")
-        key = key_parse(table, request.GET.get("key", "")) if table else None
+        key = key_parse(table, request.GET.get("key", "")) if table and table.pageable else None
         row = selectors.table_row(table, key=key) if key else None
         if row is None:
             raise Http404(f"No such record in {schema.description.sql_table}.")

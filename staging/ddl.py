@@ -138,13 +138,18 @@ def desired_tables(description: SchemaDescription) -> tuple[TableSpec, ...]:
     """
     if description.view:
         return ()
-    business = tuple(_business_column(a, staging=False) for a in description.attributes)
+    business = business_columns(description)
     pk_columns = tuple(description.attribute(n).sql_name for n in description.primary_key)
     indexes = _key_indexes(description, description.sql_table)
     tables = [TableSpec("cloud", table_alias(description), description.sql_table, business, pk_columns, indexes)]
     if description.auto_stg:
         tables.append(staging_table(description))
     return tuple(tables)
+
+
+def business_columns(description: SchemaDescription) -> tuple[ColumnSpec, ...]:
+    """The columns of the schema's own table (or of the existing table a view maps), in order."""
+    return tuple(_business_column(a, staging=False) for a in description.attributes)
 
 
 def staging_table(description: SchemaDescription) -> TableSpec:
@@ -245,7 +250,9 @@ def column_types(table: TableSpec) -> dict[str, str]:
 # --- SQL rendering --------------------------------------------------------------------------
 
 def quote(name: str, vendor: str) -> str:
-    return '"' + (name.lower() if vendor == POSTGRESQL else name) + '"'
+    """`name` as a quoted SQL identifier; a schema-qualified table (`public.MyTable`, only a view's
+    sqltable can be one) is quoted part by part: `"public"."mytable"` on PostgreSQL."""
+    return ".".join('"' + (part.lower() if vendor == POSTGRESQL else part) + '"' for part in name.split("."))
 
 
 def sql_type(column: ColumnSpec, vendor: str) -> str:

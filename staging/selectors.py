@@ -11,7 +11,7 @@ from django.utils import timezone as dj_timezone
 from campaignsite.errors import Conflict, Forbidden, InvalidInput, NotFound, Problem, Unauthenticated
 from staging import ddl, query
 from staging.models import Schema, SyncRun
-from staging.srcschema import STAGING_SUFFIX
+from staging.srcschema import STAGING_SUFFIX, xpath_to_name
 
 STAGED_STATUSES = (ddl.STATUS_PENDING, ddl.STATUS_SYNCED, ddl.STATUS_SKIPPED, ddl.STATUS_FAILED)
 _TECHNICAL = (
@@ -187,7 +187,12 @@ class BrowsedTable:
     alias: str
     name: str
     columns: tuple[ddl.ColumnSpec, ...]
-    order_by: tuple[str, ...]  # the keyset: iStgSeq for staging, the primary key for cloud tables
+    order_by: tuple[str, ...]  # the keyset: iStgSeq for staging, the primary key for cloud tables; () when key-less
+
+    @property
+    def pageable(self) -> bool:
+        """False for a key-less table: nothing orders its rows stably, so only a first page is read."""
+        return bool(self.order_by)
 
 
 @dataclass(frozen=True)
@@ -213,10 +218,16 @@ def browsed_table(schema: Schema, role: str) -> BrowsedTable | None:
     Columns are those of the applied structure: after an unapplied source edit the table does not
     have the new columns yet, so they are left out instead of failing the SELECT.
     """
+    description = schema.description
+    if description.view:
+        # A view maps a table nobody here creates: read it as the source describes it; it has no staging.
+        if role != "cloud":
+            return None
+        return BrowsedTable(ddl.table_alias(description), description.sql_table, ddl.business_columns(description),
+                            tuple(description.attribute(n).sql_name for n in description.primary_key))
     applied = schema.applied_table(role)
     if applied is None:
         return None
-    description = schema.description
     spec = ddl.staging_table(description) if role == "staging" else ddl.desired_tables(description)[0]
     present = set(applied["types"])
     by_name = {c.name.lower(): c for c in spec.columns}
@@ -266,7 +277,9 @@ def table_page(table: BrowsedTable, *, filters: dict | None = None, descending: 
     sql = f"SELECT {', '.join(q(c.name) for c in table.columns)} FROM {q(table.name)}"
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)
-    sql += " ORDER BY " + ", ".join(q(c) + direction for c in table.order_by) + " LIMIT %s"
+    if table.order_by:
+        sql += " ORDER BY " + ", ".join(q(c) + direction for c in table.order_by)
+    sql += " LIMIT %s"
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, limit + 1])
         fetched = cursor.fetchall()
@@ -352,6 +365,13 @@ def _typed_key_value(attribute, text: str):
     return None
 
 
+def key_help(description) -> str:
+    """The keys a search may name, as XPaths: "@id; @email; location/@city, @name"."""
+    keys = [tuple(description.primary_key), *(tuple(k.fields) for k in description.keys)]
+    return "; ".join(", ".join(description.attribute(f).xpath for f in fields)
+                     for fields in keys if fields)
+
+
 def key_lookups(description, text: str) -> list[dict]:
     """What a key search means, as lookups on unique indexes (SQL column → value), any of which may match.
 
@@ -363,7 +383,7 @@ def key_lookups(description, text: str) -> list[dict]:
     if not text:
         return []
     keys = [tuple(description.primary_key), *(tuple(k.fields) for k in description.keys)]
-    accepted = "; ".join(", ".join(f"@{f}" for f in fields) for fields in keys if fields)
+    accepted = key_help(description)
     if "=" not in text:
         lookups = []
         for fields in dict.fromkeys(k for k in keys if len(k) == 1):
@@ -375,7 +395,8 @@ def key_lookups(description, text: str) -> list[dict]:
     lookup, named = {}, set()
     for part in re.split(r"[,;&]", text):
         name, _, raw = part.partition("=")
-        name = name.strip().lstrip("@")
+        name = name.strip()
+        name = xpath_to_name(name) or name.lstrip("@")  # "@email", "email" or "location/@city"
         attribute = description.attribute(name)
         if attribute is None:
             raise InvalidInput(f"Search by key: {description.id} has no attribute '{name}'.",

@@ -14,7 +14,7 @@ from rest_framework.permissions import BasePermission, DjangoModelPermissions
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from campaignsite.api import ErrorSerializer
+from campaignsite.api import ErrorSerializer, ProblemSerializer
 from campaignsite.errors import InvalidInput, InvalidXml, NotFound, Problem
 from staging import services
 from staging.api.parsers import BoundedJSONParser, BoundedTextXmlParser, BoundedXmlParser
@@ -38,7 +38,8 @@ class PlanSerializer(serializers.Serializer):
 
 
 class AttributeSerializer(serializers.Serializer):
-    name = serializers.CharField()
+    name = serializers.CharField(help_text="Attribute name: `email`, or a path for a sub-element's (`location/city`).")
+    xpath = serializers.CharField(help_text="Its XPath in records: `@email`, `location/@city`.")
     type = serializers.CharField()
     sql_name = serializers.CharField()
     length = serializers.IntegerField(allow_null=True)
@@ -46,6 +47,37 @@ class AttributeSerializer(serializers.Serializer):
     default = serializers.CharField(allow_null=True)
     enum = serializers.CharField(allow_null=True)
     label = serializers.CharField()
+    link = serializers.CharField(allow_null=True, help_text="The link whose foreign key this column is.")
+    belongs_to = serializers.CharField(allow_null=True, help_text="The extension (or template) that declared it.")
+
+
+class XmlFieldSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    xpath = serializers.CharField()
+    type = serializers.CharField()
+    label = serializers.CharField()
+    belongs_to = serializers.CharField(allow_null=True)
+
+
+class JoinSerializer(serializers.Serializer):
+    source = serializers.CharField(help_text="Attribute of this schema (the foreign key column).")
+    target = serializers.CharField(help_text="Attribute of the target schema.")
+
+
+class LinkSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    target = serializers.CharField(help_text="Schema id of the target.")
+    unbound = serializers.BooleanField(help_text="A collection link: no column on this side.")
+    joins = serializers.SerializerMethodField()
+    integrity = serializers.CharField(allow_null=True)
+    rev_link = serializers.CharField(allow_null=True)
+    rev_integrity = serializers.CharField(allow_null=True)
+    external_join = serializers.BooleanField()
+    belongs_to = serializers.CharField(allow_null=True)
+
+    @extend_schema_field(JoinSerializer(many=True))
+    def get_joins(self, link) -> list[dict]:
+        return [{"source": source, "target": target} for source, target in link.joins]
 
 
 class KeySerializer(serializers.Serializer):
@@ -62,8 +94,11 @@ class DescriptionSerializer(serializers.Serializer):
     autopk = serializers.BooleanField()
     autouuid = serializers.BooleanField()
     data_source = serializers.CharField(allow_null=True)
-    primary_key = serializers.ListField(child=serializers.CharField())
+    primary_key = serializers.ListField(child=serializers.CharField(), help_text="Empty for a key-less table.")
+    view = serializers.BooleanField(help_text="Maps an existing table: never created, altered or dropped.")
     attributes = AttributeSerializer(many=True)
+    xml_fields = XmlFieldSerializer(many=True, help_text="Values stored in the mData XML document.")
+    links = LinkSerializer(many=True)
     keys = KeySerializer(many=True)
 
 
@@ -85,11 +120,29 @@ class SchemaSummarySerializer(serializers.Serializer):
 
 class SchemaDetailSerializer(SchemaSummarySerializer):
     source = serializers.CharField(help_text="The srcSchema XML document, verbatim.")
-    description = DescriptionSerializer()
+    extends = serializers.CharField(
+        allow_null=True, help_text="For an extension schema: the schema it extends (its fields are that "
+        "schema's columns); else null.")
+    extensions = serializers.ListField(
+        source="description.extensions", child=serializers.CharField(),
+        help_text="Ids of the extension schemas merged into this one, in merge order.")
+    warnings = serializers.SerializerMethodField(
+        help_text="Constructs of the source that are kept but ignored (not errors).")
+    description = DescriptionSerializer(help_text="For an extension: its own additions; for a schema with "
+                                        "extensions: the merged description.")
     created_at = serializers.DateTimeField()
     modified_at = serializers.DateTimeField()
     structure_applied_at = serializers.DateTimeField(allow_null=True)
     pending = serializers.SerializerMethodField(help_text="The DDL an update of the structure would run now.")
+
+    def to_representation(self, schema: Schema) -> dict:
+        data = super().to_representation(schema)
+        data["extends"] = schema.extends or None
+        return data
+
+    @extend_schema_field(ProblemSerializer(many=True))
+    def get_warnings(self, schema: Schema) -> list[dict]:
+        return [problem.as_dict() for problem in schema.description.warnings]
 
     @extend_schema_field(PlanSerializer)
     def get_pending(self, schema: Schema) -> dict:
@@ -224,7 +277,9 @@ class SchemaListView(SchemaViewMixin, APIView):
     @extend_schema(
         summary="Create a schema",
         description="The body is the srcSchema XML document (application/xml or text/xml), "
-        'or JSON {"source": "<srcSchema ...>"}. The database structure is not applied.',
+        'or JSON {"source": "<srcSchema ...>"}. The database structure is not applied. Constructs that are '
+        "kept but ignored (presentation elements, `length` on a number, ...) do not refuse the schema: they "
+        "are listed in `warnings`. An extension schema (`extendedSchema`) needs the schema it extends.",
         request=_SOURCE_BODY,
         responses={201: SchemaDetailSerializer, **_ERRORS},
         tags=["schemas"],

@@ -90,7 +90,7 @@ def test_change_page_shows_what_was_parsed_from_the_source(superuser_client, sam
     text = page_text(superuser_client.get(change_url(sample)))
 
     assert "DemSampleTable" in text
-    assert "<td>testcol1</td><td>string</td><td>255</td><td><code>sTestcol1</code></td>" in text
+    assert "<td><code>@testcol1</code></td><td>string</td><td>255</td><td><code>sTestcol1</code></td>" in text
     assert "<code>uSampleTableId</code>" in text
     assert "primary key: @id" in text
     assert "Update database structure" in text

@@ -237,3 +237,41 @@ def test_commands_explain_themselves_with_help(command, tmp_path):
 
     assert result.returncode == 0
     assert "schema" in result.stdout.lower()
+
+
+# --- Extension schemas and ignored constructs ------------------------------------------------
+
+
+@db
+def test_load_schema_prints_each_warning_and_still_succeeds(tmp_path):
+    from tests.staging.test_admin_models import EXTENSION
+
+    services.builtin_schemas_load(user=SYSTEM)
+    out, err = StringIO(), StringIO()
+
+    call_command("load_schema", str(_write(tmp_path, "recipient.xml", EXTENSION)), stdout=out, stderr=err)
+
+    assert "recipient.xml: created cus:recipient (extends nms:recipient)" in out.getvalue()
+    lines = err.getvalue().splitlines()
+    assert any(line.startswith("WARNING: line 6, attribute 'sysFilter': <sysFilter> is kept in the source and "
+                               "ignored") for line in lines), lines
+    assert any(line.startswith("WARNING: line 7, attribute 'length', value '3': length has no effect on 'score'")
+               for line in lines), lines
+    assert Schema.objects.get(namespace="cus", name="recipient").extends == "nms:recipient"
+
+
+@db
+def test_update_structure_of_an_extension_updates_the_tables_of_its_base(tmp_path):
+    from tests.staging.test_admin_models import EXTENSION
+    from tests.staging.test_extensions import columns_of
+
+    services.builtin_schemas_load(user=SYSTEM)
+    _run("load_schema", str(_write(tmp_path, "recipient.xml", EXTENSION)))
+
+    out = _run("update_structure", "cus:recipient")
+
+    assert "cus:recipient is an extension: updating the structure of nms:recipient" in out
+    assert "nmsrecipient" in out.lower() and "sdistrict" in out.lower()
+    for alias, table in (("cloud", "NmsRecipient"), ("default", "NmsRecipientStg")):
+        assert {"sloyalty", "sdistrict", "iscore", "mdata"} <= columns_of(alias, table)
+    assert services.structure_plan(schema=Schema.objects.get(namespace="nms", name="recipient")).is_empty

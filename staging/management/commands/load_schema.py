@@ -28,7 +28,8 @@ class Command(BaseCommand):
         "Create or update schemas from srcSchema XML files: a file whose namespace:name is new creates a "
         "schema, one that exists replaces its source (unchanged files are left alone). Built-in namespaces "
         "(nms, xtk, ...) are refused; use load_builtin_schemas. Every file is tried; the exit status is "
-        "non-zero when any failed."
+        "non-zero when any failed. Constructs that are kept but ignored are printed as warnings (stderr) and do "
+        "not fail the file. For an extension schema, --update-structure updates the schema it extends."
     )
 
     def add_arguments(self, parser):
@@ -59,7 +60,11 @@ class Command(BaseCommand):
     def _load(self, path: Path, *, update_structure: bool, confirm_destructive: bool) -> None:
         source = read_source(path)
         schema, outcome = services.schema_load(source=source, user=SYSTEM)
-        self.stdout.write(f"{path}: {outcome} {schema.schema_id}")
+        self.stdout.write(f"{path}: {outcome} {schema.schema_id}"
+                          + (f" (extends {schema.extends})" if schema.extends else ""))
+        # Constructs kept in the source but ignored do not fail the load; say which they are.
+        for problem in schema.description.warnings:
+            self.stderr.write(self.style.WARNING(f"WARNING: {problem} ({path})"))
         if update_structure:
             plan = services.structure_update(schema=schema, confirm_destructive=confirm_destructive, user=SYSTEM)
             self.stdout.write(plan.as_text())

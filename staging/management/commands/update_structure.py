@@ -13,7 +13,8 @@ class Command(BaseCommand):
         "Bring the cloud and local databases to what each schema's source calls for, printing the DDL of "
         "each schema. All schemas when none is named. Dropping columns or changing column types is refused "
         "unless --confirm-destructive; turning staging off is refused while the staging table holds "
-        "unsynchronized rows. The exit status is non-zero when any schema failed."
+        "unsynchronized rows. An extension schema updates the tables of the schema it extends. The exit "
+        "status is non-zero when any schema failed."
     )
 
     def add_arguments(self, parser):
@@ -30,8 +31,11 @@ class Command(BaseCommand):
         for schema_id in schema_ids:
             self.stdout.write(f"-- {schema_id}{' (dry run)' if dry_run else ''}")
             try:
+                schema = services.schema_get(schema_id=schema_id)
+                if schema.extends:
+                    self.stdout.write(f"-- {schema_id} is an extension: updating the structure of {schema.extends}")
                 plan = services.structure_update(
-                    schema=services.schema_get(schema_id=schema_id),
+                    schema=schema,
                     confirm_destructive=confirm_destructive,
                     dry_run=dry_run,
                     user=SYSTEM,
