@@ -178,3 +178,19 @@ def test_rest_answers_link_paths_nested(contacts, reader):
     }))
     assert response.status_code == 200, response.content
     assert response.json() == {"contact": [{"email": "bob@globex.com", "company": {"name": "Globex"}}]}
+
+
+def test_the_readme_query_answers_as_the_readme_shows(sample, reader):
+    # The body of the README's "Read data back" step, on the tour's schema.
+    services.records_write(schema_id="dem:sampleTable", user=make_user("loader", "write_cloud"),
+                           records=records_from_json([{"id": "R1", "testcol1": "A", "testcol2": "B"},
+                                                      {"id": "R2", "testcol1": "Z", "testcol2": "C"}]))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(reader)}")
+    response = client.post("/api/v1/query/", content_type="application/json", data=json.dumps({
+        "schema": "dem:sampleTable", "operation": "select", "lineCount": 10,
+        "select": {"node": [{"expr": "@id"}, {"expr": "@testcol1"}]},
+        "where": {"condition": [{"expr": "@testcol2 = 'B'"}]},
+        "orderBy": {"node": [{"expr": "@testcol1"}]}}))
+    assert response.status_code == 200, response.content
+    assert response.json() == {"sampleTable": [{"id": "R1", "testcol1": "A"}]}
