@@ -304,6 +304,7 @@ def test_values_as_campaign_writes_them_and_as_json(value, campaign_type, text, 
 COMPANY_SOURCE = """<srcSchema name="company" namespace="cus"><element name="company">
   <key name="name" internal="true"><keyfield xpath="@name"/></key>
   <attribute name="name" type="string"/><attribute name="email" type="string"/>
+  <element name="location"><attribute name="city" type="string"/></element>
 </element></srcSchema>"""
 CONTACT_SOURCE = """<srcSchema name="contact" namespace="cus"><element name="contact" autopk="true">
   <attribute name="email" type="string"/>
@@ -336,6 +337,11 @@ def test_a_link_path_is_one_aliased_left_join_on_the_link_columns():
     postgresql = q.compile_query(q.query_def_from_json({
         "schema": "cus:contact", "operation": "count", "where": {"condition": [{"expr": "[company/@name] = 'A'"}]},
     }), _linked("postgresql"), default_line_count=10, max_line_count=10, now=NOW)
+    nested = q.compile_query(q.query_def_from_json({
+        "schema": "cus:contact", "select": {"node": {"expr": "[company/location/@city]"}},
+    }), _linked(), default_line_count=10, max_line_count=10, now=NOW)
+    assert nested.sql.startswith('SELECT t1."sCity" FROM "CusContact" AS t0 LEFT JOIN "CusCompany" AS t1 ')
+    assert q.shape_rows(nested, [("Paris",)], formatter=q.json_value) == [{"company": {"location": {"city": "Paris"}}}]
     assert postgresql.sql == ('SELECT COUNT(*) FROM "cuscontact" AS t0 LEFT JOIN "cuscompany" AS t1 '
                               'ON t1."sname" = t0."scompanyname" WHERE (t1."sname" = %s)')
 
