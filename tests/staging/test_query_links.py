@@ -105,8 +105,8 @@ def test_link_paths_filter_and_order_and_same_named_columns_stay_apart(contacts,
         ["C1", "C3"]
     # Both tables have a column sCity: each side reads its own.
     assert [r["id"] for r in run(reader, select=nodes("@id"), where=where("company/@city = @city"))] == ["C2", "C3"]
-    assert [r["id"] for r in run(reader, select=nodes("@id"), where=where("[company/@size] > 50 OR "
-                                                                           "company/@name IS NULL"))] == ["C1", "C3", "C4"]
+    big_or_none = where("[company/@size] > 50 OR company/@name IS NULL")
+    assert [r["id"] for r in run(reader, select=nodes("@id"), where=big_or_none)] == ["C1", "C3", "C4"]
     ordered = run(reader, select=nodes("@id"), orderBy=nodes({"expr": "[company/@size]", "sortDesc": True},
                                                              "@email"))
     assert [r["id"] for r in ordered] == ["C4", "C1", "C3", "C2"]  # NULL first when descending
@@ -130,7 +130,8 @@ def test_a_self_link_joins_its_own_table_under_an_alias(contacts, reader):
 @pytest.mark.parametrize("expr, message", [
     ("[offices/@name] = 'Acme'", "'offices/@name' goes through 'offices', a collection link (unbound)"),
     ("[company/parent/@name] = 'Globex'", "goes through two links ('company', then 'parent')"),
-    ("[company/@nosuch] = 1", "'company/@nosuch': '@nosuch' is not an attribute of cus:company, the target of the link 'company'"),
+    ("[company/@nosuch] = 1",
+     "'company/@nosuch': '@nosuch' is not an attribute of cus:company, the target of the link 'company'"),
 ])
 def test_collections_two_links_and_unknown_target_attributes_are_refused(contacts, reader, expr, message):
     with pytest.raises(InvalidInput) as refused:
