@@ -554,27 +554,42 @@ class Target:
     vendor: str
     technical: dict = field(default_factory=dict)
     order_columns: tuple[str, ...] = ()
+    # link → Target of the link's schema; the caller checks it may be read and lives in the same
+    # database (raising ExpressionError naming why not). None: paths through links are refused.
+    link_target: object = field(default=None, compare=False, repr=False)
 
 
-def resolve_path(target: Target, path: str) -> Column:
+@dataclass(frozen=True)
+class Join:
+    """A LEFT JOIN of a cardinality-1 link: its alias in the statement and the target it reads."""
+
+    link: object  # srcschema.Link
+    alias: str
+    target: Target
+
+
+def resolve_path(target: Target, path: str, *, qualifier: str | None = None, join=None) -> Column:
     """The column of an attribute path; the one place paths meet the schema (and the only source of
     identifiers in the SQL: names of a validated description, quoted by staging.ddl.quote).
 
     `@name` is an attribute of the main element; `a/b/@c` is the attribute named `a/b/c` (an
-    attribute of a sub-element). A path through a link needs a join, built in `_join_for`.
+    attribute of a sub-element). `link/@c` reads attribute `c` of a cardinality-1 link's target
+    through `join(link) -> Join` (the compiler's, which adds one LEFT JOIN per link); `qualifier`
+    prefixes the column with the table's alias when the statement joins tables.
     Raises ExpressionError naming the path and the attributes that exist.
     """
     description = target.description
     steps = path.split("/")
     name = "/".join(steps[:-1] + [steps[-1].lstrip("@")])
+    prefix = f"{qualifier}." if qualifier else ""
     attribute = description.attribute(name)
     if attribute is not None:
-        return Column(quote(attribute.sql_name, target.vendor), attribute.type)
+        return Column(prefix + quote(attribute.sql_name, target.vendor), attribute.type)
     if name in target.technical:
         column, kind = target.technical[name]
-        return Column(quote(column, target.vendor), kind)
+        return Column(prefix + quote(column, target.vendor), kind)
     if len(steps) > 1:
-        joined = _join_for(target, steps)
+        joined = _join_for(target, steps, join)
         if joined is not None:
             return joined
     known = ", ".join(f"@{a.name}" for a in description.attributes)
@@ -582,13 +597,65 @@ def resolve_path(target: Target, path: str) -> Column:
     raise ExpressionError(f"'{path}' is not an attribute of {target_id(target)} (attributes: {known}{extra})")
 
 
-def _join_for(target: Target, steps: list[str]) -> Column | None:
-    """The column behind a path through a link (`company/@name`): a join, once links exist."""
-    links = getattr(target.description, "links", None) or ()
-    if any(getattr(link, "name", None) == steps[0] for link in links):
-        raise ExpressionError(f"'{'/'.join(steps)}' goes through the link '{steps[0]}': paths through links "
-                              "are not supported yet")
-    return None
+def _join_for(target: Target, steps: list[str], join) -> Column | None:
+    """The column behind a path through a link (`company/@name`), read through the link's LEFT JOIN."""
+    path = "/".join(steps)
+    link = target.description.link(steps[0])
+    if link is None:
+        return None
+    if link.unbound:
+        raise ExpressionError(f"'{path}' goes through '{link.name}', a collection link (unbound) to {link.target}: "
+                              "it would answer several values per record; only links of cardinality 1 can be "
+                              "read in a path")
+    if join is None:
+        raise ExpressionError(f"'{path}' goes through the link '{link.name}', which cannot be followed here")
+    try:
+        joined = join(link)
+    except ExpressionError as error:
+        raise ExpressionError(f"'{path}' cannot be read: {error.message}") from None
+    rest = steps[1:]
+    if len(rest) > 1 and joined.target.description.link(rest[0]) is not None:
+        raise ExpressionError(f"'{path}' goes through two links ('{link.name}', then '{rest[0]}'): a path may "
+                              "cross one link only")
+    try:
+        return resolve_path(joined.target, "/".join(rest), qualifier=joined.alias)
+    except ExpressionError as error:
+        known = ", ".join(f"{link.name}/@{a.name}" for a in joined.target.description.attributes)
+        raise ExpressionError(f"'{path}': '{'/'.join(rest)}' is not an attribute of {link.target}, the target of "
+                              f"the link '{link.name}' (attributes: {known})") from error
+
+
+def _walk_paths(node):
+    """Every Path of an expression tree."""
+    if isinstance(node, Path):
+        yield node
+    elif isinstance(node, tuple):
+        for item in node:
+            yield from _walk_paths(item)
+    elif hasattr(node, "__dataclass_fields__"):
+        for name in node.__dataclass_fields__:
+            yield from _walk_paths(getattr(node, name))
+
+
+def _query_exprs(query: "QueryDef"):
+    def conditions(items):
+        for condition in items:
+            if condition.expr is not None:
+                yield condition.expr
+            yield from conditions(condition.children)
+
+    yield from (node.expr for node in query.select)
+    yield from conditions(query.where)
+    yield from (node.expr for node in query.order_by)
+    yield from query.group_by
+    yield from conditions(query.having)
+
+
+def _uses_links(query: "QueryDef", target: Target) -> bool:
+    description = target.description
+    return any(len(steps) > 1 and description.attribute("/".join(steps[:-1] + [steps[-1].lstrip("@")])) is None
+               and description.link(steps[0]) is not None
+               for expr in _query_exprs(query) for steps in (p.path.split("/") for p in _walk_paths(expr.tree)))
 
 
 def target_id(target: Target) -> str:
@@ -660,10 +727,36 @@ def _like_to_glob(pattern: str) -> str:
 class _Compiler:
     """Compiles expression trees of one query against one target."""
 
-    def __init__(self, target: Target, *, now: datetime):
+    def __init__(self, target: Target, *, now: datetime, qualifier: str | None = None):
         self.target = target
         self.vendor = target.vendor
         self.now = now
+        self.qualifier = qualifier  # the main table's alias when the statement joins links
+        self.joins: dict[str, Join] = {}  # link name → its join, in the order first used
+
+    def join(self, link) -> Join:
+        """The LEFT JOIN of a cardinality-1 link, added once however many paths go through it."""
+        if link.name not in self.joins:
+            if self.target.link_target is None:
+                raise ExpressionError(f"the link '{link.name}' cannot be followed here")
+            linked = self.target.link_target(link)
+            self.joins[link.name] = Join(link, f"t{len(self.joins) + 1}", linked)
+        return self.joins[link.name]
+
+    def from_clause(self, table: str) -> str:
+        """The FROM clause: the main table, then each link's LEFT JOIN on the link's join columns."""
+        if self.qualifier is None:
+            return table
+        text = f"{table} AS {self.qualifier}"
+        main = self.target.description
+        for join in self.joins.values():
+            linked = join.target
+            on = " AND ".join(
+                f"{join.alias}.{quote(linked.description.attribute(dst).sql_name, linked.vendor)} = "
+                f"{self.qualifier}.{quote(main.attribute(src).sql_name, self.vendor)}"
+                for src, dst in join.link.joins)
+            text += f" LEFT JOIN {quote(linked.table, linked.vendor)} AS {join.alias} ON {on}"
+        return text
 
     # Errors name the expression's place in the queryDef and the column inside it.
     def compile(self, expr: Expr, *, context: str) -> Sql:
@@ -733,7 +826,7 @@ class _Compiler:
             return self._literal(node, hint)
         if isinstance(node, Path):
             try:
-                column = resolve_path(self.target, node.path)
+                column = resolve_path(self.target, node.path, qualifier=self.qualifier, join=self.join)
             except ExpressionError as error:
                 raise ExpressionError(error.message, node.column) from None
             return Sql(column.sql, (), column.type, bare=not in_aggregate)
@@ -1064,7 +1157,8 @@ def _joined(conditions: tuple[Condition, ...], compiler: _Compiler, context: str
 def compile_query(query: QueryDef, target: Target, *, default_line_count: int, max_line_count: int,
                   now: datetime) -> CompiledQuery:
     """One parameterised statement for `query` on `target`; InvalidInput naming the faulty part."""
-    compiler = _Compiler(target, now=now)
+    qualifier = "t0" if _uses_links(query, target) else None
+    compiler = _Compiler(target, now=now, qualifier=qualifier)
     table = quote(target.table, target.vendor)
     params: list = []
 
@@ -1102,7 +1196,7 @@ def compile_query(query: QueryDef, target: Target, *, default_line_count: int, m
                        "lineCount", query.line_count)
 
     def from_where() -> str:
-        text = f" FROM {table}"
+        text = f" FROM {compiler.from_clause(table)}"
         if where is not None:
             text += f" WHERE {where.text}"
             params.extend(where.params)
@@ -1131,7 +1225,8 @@ def compile_query(query: QueryDef, target: Target, *, default_line_count: int, m
     order_terms = [(o.text, o.params, desc) for o, desc in order_by]
     if not aggregating and not query.distinct:
         # A stable order (the key last) makes startLine pages the same on every database.
-        order_terms += [(quote(c, target.vendor), (), False) for c in target.order_columns]
+        prefix = f"{qualifier}." if qualifier else ""
+        order_terms += [(prefix + quote(c, target.vendor), (), False) for c in target.order_columns]
     if order_terms:
         # PostgreSQL's NULL placement, spelled out so SQLite sorts the same way.
         sql += " ORDER BY " + ", ".join(f"{text} {'DESC NULLS FIRST' if desc else 'ASC NULLS LAST'}"

@@ -481,14 +481,37 @@ def _query_target(schema_id: str, user) -> tuple[query.Target, str]:
     description = schema.description
     if staging:
         alias = ddl.LOCAL
-        target = query.Target(description, description.staging_element, description.staging_table,
-                              connections[alias].vendor, QUERY_STAGING_ATTRIBUTES, (ddl.COL_SEQ,))
+        where = f"the staging table of {schema_id}"
     else:
         alias = ddl.table_alias(description)
+        where = f"the table of {schema_id}"
+
+    def link_target(link) -> query.Target:
+        # A path through a link reads the target's table in the same statement (a LEFT JOIN), so
+        # both tables must be in one database, and the caller must be allowed to read the target.
+        namespace_, _, name_ = link.target.partition(":")
+        linked = Schema.objects.filter(namespace=namespace_, name=name_).first()
+        linked_alias = ddl.table_alias(linked.description) if linked is not None else alias
+        if linked_alias != alias:
+            raise query.ExpressionError(
+                f"the link '{link.name}' leads to {link.target}, whose table is in the "
+                f"{_DATABASE_NAMES[linked_alias]} database, while {where} is in the "
+                f"{_DATABASE_NAMES[alias]} database; one query reads one database"
+                + (f", so query {schema.schema_id} to read through links" if staging else ""))
+        linked_target, _ = _query_target(link.target, user)
+        return linked_target
+
+    if staging:
+        target = query.Target(description, description.staging_element, description.staging_table,
+                              connections[alias].vendor, QUERY_STAGING_ATTRIBUTES, (ddl.COL_SEQ,), link_target)
+    else:
         key = tuple(description.attribute(n).sql_name for n in description.primary_key)
         target = query.Target(description, description.name, description.sql_table, connections[alias].vendor,
-                              {}, key)
+                              {}, key, link_target)
     return target, alias
+
+
+_DATABASE_NAMES = {ddl.LOCAL: "local", ddl.CLOUD: "cloud"}
 
 
 def query_execute(*, query_def: "query.QueryDef", user) -> QueryResult:

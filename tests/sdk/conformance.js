@@ -144,6 +144,10 @@ async function main() {
   await step('query_empty_select', () => query({
     schema: STAGING, operation: 'select', select: { node: [{ expr: '@id' }] }, where: { condition: [{ expr: "@id = 'NOPE'" }] },
   }));
+  await step('query_link', () => query({
+    schema: 'cus:contact', operation: 'select', select: { node: [{ expr: '@email' }, { expr: '[company/@name]' }] },
+    where: { condition: [{ expr: "[company/@city] = 'Paris'" }] },
+  }));
   await step('query_bad_attribute', () => query({ schema: STAGING, operation: 'select', select: { node: [{ expr: '@nosuch' }] } }));
 
   // Expired session: a second client, logged on as another user whose sessions pytest expires.

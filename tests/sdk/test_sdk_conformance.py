@@ -72,6 +72,17 @@ def _sample_schema_staged():
     return schema
 
 
+def _linked_schemas(user):
+    """cus:contact links to cus:company (the query tests' schemas), for a query through the link."""
+    from staging.records import records_from_json
+    from tests.staging.test_query_links import COMPANIES, COMPANY, CONTACT, CONTACTS
+
+    for source in (COMPANY, CONTACT):
+        services.structure_update(user=SYSTEM, schema=services.schema_create(user=SYSTEM, source=source))
+    services.records_write(schema_id="cus:company", user=user, records=records_from_json(COMPANIES))
+    services.records_write(schema_id="cus:contact", user=user, records=records_from_json(CONTACTS))
+
+
 def _expire_sessions_of(user) -> int:
     from staging.soap_sessions import SoapSession  # the SOAP layer's session store
 
@@ -210,6 +221,7 @@ def test_adobe_sdk_drives_logon_ingest_ingestext_write_faults_and_logoff(
     expiring_user = _user_with_ingest_rights(EXPIRY_USER, EXPIRY_PASSWORD)
     schema = _sample_schema_staged()
     description = schema.description
+    _linked_schemas(user)
     expired = []
 
     run = run_conformance(node_path, sdk_dir, url, api_token,
@@ -321,6 +333,11 @@ def test_adobe_sdk_drives_logon_ingest_ingestext_write_faults_and_logoff(
     with subtests.test(msg="queryDef with an unknown attribute is a fault naming it"):
         error = thrown("query_bad_attribute")
         assert error["statusCode"] == 500 and "'@nosuch' is not an attribute" in (error["detail"] or ""), error
+
+    with subtests.test(msg="queryDef through a link: the target's attributes nest under the link"):
+        assert returned("query_link") == {"contact": [
+            {"email": "ann@acme.com", "company": {"name": "Acme"}},
+            {"email": "carl@acme.com", "company": {"name": "Acme"}}]}
 
     with subtests.test(msg="expired session: the SDK's 401 SDK-000012, nothing stored"):
         assert UUID_RE.match(returned("expiry_logon") or "")

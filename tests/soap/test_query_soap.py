@@ -138,3 +138,26 @@ def test_execute_query_needs_a_session_and_the_read_permission(soap, reader_sess
     make_user("writer-only", perms=("write_cloud",))
     answer = execute(soap, logon(soap, "writer-only"), '<queryDef schema="dem:sampleTable" operation="count"/>')
     assert answer.status == 500 and "CST-403000" in answer.fault()["detail"]
+
+
+def test_a_link_path_answers_a_nested_element_of_the_link(soap, sample_schema):
+    from campaignsite.permissions import SYSTEM
+    from tests.staging.test_query_links import COMPANIES, COMPANY, CONTACT, CONTACTS
+
+    services.structure_update(user=SYSTEM, schema=services.schema_create(user=SYSTEM, source=COMPANY))
+    services.structure_update(user=SYSTEM, schema=services.schema_create(user=SYSTEM, source=CONTACT))
+    user = make_user("linker", perms=("view_schema", "write_cloud"))
+    services.records_write(schema_id="cus:company", user=user, records=records_from_json(COMPANIES))
+    services.records_write(schema_id="cus:contact", user=user, records=records_from_json(CONTACTS))
+    session = logon(soap, "linker")
+    answer = execute(soap, session, '<queryDef schema="cus:contact" operation="select">'
+                     '<select><node expr="@email"/><node expr="[company/@name]"/>'
+                     '<node expr="company/@city" alias="@companyCity"/></select>'
+                     "<where><condition expr=\"[company/@city] = 'Paris'\"/></where></queryDef>")
+    assert output(answer) == (
+        "<contact-collection><contact email='ann@acme.com' companyCity='Paris'><company name='Acme'/></contact>"
+        "<contact email='carl@acme.com' companyCity='Paris'><company name='Acme'/></contact></contact-collection>"
+    )
+    refused = execute(soap, session, '<queryDef schema="cus:contact" operation="select">'
+                      '<select><node expr="[offices/@name]"/></select></queryDef>')
+    assert refused.status == 500 and "collection link (unbound)" in refused.text

@@ -299,3 +299,61 @@ def test_caller_text_never_reaches_the_sql_text():
 def test_values_as_campaign_writes_them_and_as_json(value, campaign_type, text, json):
     assert q.campaign_text(value, campaign_type) == text
     assert q.json_value(value, campaign_type) == json
+
+
+COMPANY_SOURCE = """<srcSchema name="company" namespace="cus"><element name="company">
+  <key name="name" internal="true"><keyfield xpath="@name"/></key>
+  <attribute name="name" type="string"/><attribute name="email" type="string"/>
+  <element name="location"><attribute name="city" type="string"/></element>
+</element></srcSchema>"""
+CONTACT_SOURCE = """<srcSchema name="contact" namespace="cus"><element name="contact" autopk="true">
+  <attribute name="email" type="string"/>
+  <element name="company" type="link" target="cus:company"/>
+  <element name="offices" type="link" target="cus:company" unbound="true"/>
+</element></srcSchema>"""
+
+
+def _linked(vendor="sqlite", resolver=True):
+    company = parse_srcschema(COMPANY_SOURCE)
+    contact = parse_srcschema(CONTACT_SOURCE, resolve=lambda schema_id: company if schema_id == "cus:company" else None)
+    company_target = q.Target(company, "company", company.sql_table, vendor, {}, ("sName",))
+    return q.Target(contact, "contact", contact.sql_table, vendor, {}, ("iId",),
+                    (lambda link: company_target) if resolver else None)
+
+
+def test_a_link_path_is_one_aliased_left_join_on_the_link_columns():
+    compiled = q.compile_query(q.query_def_from_json({
+        "schema": "cus:contact", "select": {"node": [{"expr": "@email"}, {"expr": "[company/@email]"}]},
+        "where": {"condition": [{"expr": "company/@name = 'Acme'"}]},
+        "orderBy": {"node": {"expr": "[company/@name]"}},
+    }), _linked(), default_line_count=10, max_line_count=10, now=NOW)
+    assert compiled.sql == (
+        'SELECT t0."sEmail", t1."sEmail" FROM "CusContact" AS t0 LEFT JOIN "CusCompany" AS t1 '
+        'ON t1."sName" = t0."sCompanyName" WHERE (t1."sName" = %s) '
+        'ORDER BY t1."sName" ASC NULLS LAST, t0."iId" ASC NULLS LAST LIMIT %s OFFSET %s')
+    assert compiled.params == ("Acme", 10, 0)
+    assert q.shape_rows(compiled, [("a@x", "info@acme")], formatter=q.json_value) == \
+        [{"email": "a@x", "company": {"email": "info@acme"}}]
+    postgresql = q.compile_query(q.query_def_from_json({
+        "schema": "cus:contact", "operation": "count", "where": {"condition": [{"expr": "[company/@name] = 'A'"}]},
+    }), _linked("postgresql"), default_line_count=10, max_line_count=10, now=NOW)
+    nested = q.compile_query(q.query_def_from_json({
+        "schema": "cus:contact", "select": {"node": {"expr": "[company/location/@city]"}},
+    }), _linked(), default_line_count=10, max_line_count=10, now=NOW)
+    assert nested.sql.startswith('SELECT t1."sCity" FROM "CusContact" AS t0 LEFT JOIN "CusCompany" AS t1 ')
+    assert q.shape_rows(nested, [("Paris",)], formatter=q.json_value) == [{"company": {"location": {"city": "Paris"}}}]
+    assert postgresql.sql == ('SELECT COUNT(*) FROM "cuscontact" AS t0 LEFT JOIN "cuscompany" AS t1 '
+                              'ON t1."sname" = t0."scompanyname" WHERE (t1."sname" = %s)')
+
+
+def test_without_links_the_sql_is_unqualified_and_refusals_name_the_construct():
+    plain = q.compile_query(q.query_def_from_json({"schema": "cus:contact", "select": {"node": {"expr": "@email"}}}),
+                            _linked(), default_line_count=10, max_line_count=10, now=NOW)
+    assert plain.sql.startswith('SELECT "sEmail" FROM "CusContact" ORDER BY')
+    for target, expr, message in [
+        (_linked(), "[offices/@name]", r"a collection link \(unbound\)"),
+        (_linked(resolver=False), "[company/@name]", "cannot be followed here"),
+    ]:
+        with pytest.raises(InvalidInput, match=message):
+            q.compile_query(q.query_def_from_json({"schema": "cus:contact", "select": {"node": {"expr": expr}}}),
+                            target, default_line_count=10, max_line_count=10, now=NOW)
