@@ -1,4 +1,4 @@
-"""Batch ingest benchmark (SPEC §9): rows/s of a 100k-record call through each way in, beside a raw
+"""Batch ingest benchmark: rows/s of a 100k-record call through each way in, beside a raw
 `executemany` into the same staging table measured in the same run. The ratio is the result.
 
     .venv/bin/python bench/ingest_bench.py [--records 100000] [--repeat 3] [--no-http]

@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark of SPEC §9 in one run, printed as ONE table and written as markdown.
+"""`make bench`: every benchmark in one run, printed as ONE table and written as markdown.
 
     .venv/bin/python bench/run.py [--quick] [--out bench/results/latest.md]
 

@@ -1,4 +1,4 @@
-"""Sync benchmark (SPEC §9): rows/s of `staging.sync.staging_sync` over a mixed backlog, beside a raw
+"""Sync benchmark: rows/s of `staging.sync.staging_sync` over a mixed backlog, beside a raw
 copy of the same rows measured in the same run, and the peak memory of syncing growing backlogs.
 
     .venv/bin/python bench/sync_bench.py [--rows 200000] [--rss-sizes 250000,500000,1000000] [--batch-size N]

@@ -1,4 +1,4 @@
-"""Unitary Ingest (SPEC §9): one record per SOAP call, 8 concurrent clients on loopback for a fixed
+"""Unitary Ingest: one record per SOAP call, 8 concurrent clients on loopback for a fixed
 time, against the server exactly as `make run` serves it (`manage.py serve --no-cluster`: gunicorn,
 WEB_WORKERS sync workers), beside a trivial Django view served by the same server in the same run.
 

@@ -164,7 +164,7 @@ DATABASE_ROUTERS = ["campaignsite.routers.DatabaseRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
-# --- Product settings (SPEC §2) --------------------------------------------------------------
+# --- Product settings --------------------------------------------------------------
 SYNC_INTERVAL_MINUTES = env_int("SYNC_INTERVAL_MINUTES", 60, minimum=1)
 STAGING_RETENTION_DAYS = env_int("STAGING_RETENTION_DAYS", 7, minimum=0)
 SOAP_SESSION_TTL_SECONDS = env_int("SOAP_SESSION_TTL_SECONDS", 86400, minimum=1)
@@ -193,7 +193,7 @@ QUERY_MAX_LINE_COUNT = env_int("QUERY_MAX_LINE_COUNT", 100_000, minimum=QUERY_DE
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BYTES
 
 
-# --- Subscriptions (SPEC §7, docs/subscriptions.md) -------------------------------------------
+# --- Subscriptions (docs/subscriptions.md) -------------------------------------------
 # A request whose recipient is not in the cloud yet is retried at each run, then fails (opt-in) or
 # is skipped (opt-out) after this many attempts: 24 is a day of hourly runs.
 SUBSCRIPTION_MAX_ATTEMPTS = env_int("SUBSCRIPTION_MAX_ATTEMPTS", 24, minimum=1)

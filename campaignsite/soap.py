@@ -7,7 +7,7 @@ the body's method element and its `urn:` namespace, authenticates the caller and
 Responses and faults are written as literal text, byte for byte in the shape Adobe's acc-js-sdk
 accepts: its parser compares qualified names (`SOAP-ENV:Body`, unprefixed `IngestResponse`) and the
 literal `xsi:type='xsd:string'`, and fails on anything before `<?xml`
-(reference/acc-js-sdk-wire-format.md §2, §8). A serializer that picks its own prefixes would break it.
+(as Adobe's acc-js-sdk sends and parses them, src/soap.js). A serializer that picks its own prefixes would break it.
 """
 
 import logging

@@ -22,7 +22,7 @@ LOCAL = "default"
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
 
-# Staging bookkeeping columns (SPEC §3.2 and §5). Campaign's own technical fields first.
+# Staging bookkeeping columns. Campaign's own technical fields first.
 COL_SEQ = "iStgSeq"
 COL_DELETE = "iDelete"
 COL_LAST_MODIFIED = "tsLastModified"

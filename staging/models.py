@@ -237,7 +237,7 @@ class Schema(models.Model):
 
 
 class SyncRun(models.Model):
-    """One synchronization of a schema's staged rows into its cloud table (SPEC §5)."""
+    """One synchronization of a schema's staged rows into its cloud table."""
 
     class Trigger(models.TextChoices):
         SCHEDULE = "schedule"

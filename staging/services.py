@@ -351,7 +351,7 @@ def builtin_schemas_load(*, user) -> list[Schema]:
     return loaded
 
 
-# --- Ingestion (SPEC §4.1): Ingest, IngestExt, Write -------------------------------------------
+# --- Ingestion: Ingest, IngestExt, Write -------------------------------------------
 # One implementation for SOAP, REST and the ingest command. Each call is validated as a whole
 # first (staging.records), then written in one transaction with bulk statements: one SELECT per
 # batch of keys, one executemany for the inserts, one per set of updated columns.

@@ -784,7 +784,7 @@ def sync_enqueue(*, schema: str | None, trigger: str, user) -> str:
     return name
 
 
-# --- Retention (SPEC §5): synced rows go, pending and failed rows stay whatever their age -------
+# --- Retention: synced rows go, pending and failed rows stay whatever their age -------
 
 PURGE_BATCH = 5000
 PURGEABLE_STATUSES = (ddl.STATUS_SYNCED, ddl.STATUS_SKIPPED)

@@ -33,7 +33,7 @@ def sync_schema(schema_id: str, trigger: str) -> dict:
 
 
 def sync_all(trigger: str = SyncRun.Trigger.SCHEDULE) -> list[dict]:
-    """Synchronize every staged schema, then process subscription requests (SPEC §5, §7).
+    """Synchronize every staged schema, then process subscription requests.
 
     The subscription requests are staged rows too, so they are processed after they reached the cloud.
     """

@@ -1,4 +1,4 @@
-"""Subscriptions: requests through staging, their processing, expiry and double opt-in (SPEC §7).
+"""Subscriptions: requests through staging, their processing, expiry and double opt-in.
 
 Requests are rows of the built-in staged schema nms:subscriptionRcp (an append-only log): SOAP
 Subscribe/Unsubscribe, REST and plain Ingest all write them through `staging.services.records_ingest`.

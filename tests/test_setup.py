@@ -1,4 +1,4 @@
-"""Set-up as SPEC §2 describes it: typed environment, two databases and the router, the admin account,
+"""Set-up as the README and docs/configuration.md describe it: typed environment, two databases and the router, the admin account,
 production checks. Settings are read once per process, so each environment variant runs `manage.py`
 in a subprocess, exactly as an operator would.
 """

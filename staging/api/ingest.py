@@ -1,4 +1,4 @@
-"""REST adapter for ingestion (SPEC §4.3): parse the body, call one service, format the answer.
+"""REST adapter for ingestion: parse the body, call one service, format the answer.
 
 `POST staging/<schema id>/ingest/` and `ingest-ext/` take a JSON array (or one object) of records,
 or an XML document/collection, and answer 201 with one result per record. `<schema id>` is the

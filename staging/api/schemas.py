@@ -1,4 +1,4 @@
-"""REST adapter for schemas: parse the request, call one service, format the answer (SPEC §4.3).
+"""REST adapter for schemas: parse the request, call one service, format the answer.
 
 Domain errors raised by the services become `{"code", "error", "problems"}` bodies with their
 status in `campaignsite.api.exception_handler`; so do invalid request fields (see `_validated`).

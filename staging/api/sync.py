@@ -1,4 +1,4 @@
-"""REST adapter for synchronization (SPEC §4.3, §5): queue a sync, read runs, retry or discard failed rows.
+"""REST adapter for synchronization: queue a sync, read runs, retry or discard failed rows.
 
 `POST sync/` queues work and answers 202 at once; the sync itself runs in the task cluster.
 """

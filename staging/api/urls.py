@@ -1,4 +1,4 @@
-"""Routes of the REST API, mounted under /api/v1/ by campaignsite.urls (SPEC §4.3)."""
+"""Routes of the REST API, mounted under /api/v1/ by campaignsite.urls."""
 
 from django.urls import path, register_converter
 

@@ -1,4 +1,4 @@
-"""REST adapter for subscriptions (SPEC §4.3, §7): parse, call one service, format the answer.
+"""REST adapter for subscriptions: parse, call one service, format the answer.
 
 Permissions are Django's model permissions (view/add/change/delete on Service, view on
 Subscription and SubscriptionHistory); subscribe/unsubscribe write staging rows, so they need

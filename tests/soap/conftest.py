@@ -81,7 +81,7 @@ class SoapClient:
 
 
 def sdk_envelope(urn: str, method: str, params: str = "", *, session_token: str = "", security_token: str = "") -> str:
-    """An envelope exactly as @adobe/acc-js-sdk 1.2.0 writes it (reference/acc-js-sdk-wire-format.md §2)."""
+    """An envelope exactly as @adobe/acc-js-sdk 1.2.0 writes it (as Adobe's acc-js-sdk sends and parses them, src/soap.js)."""
     header = (f"<Cookie>__sessiontoken={session_token}</Cookie><X-Security-Token>{security_token}</X-Security-Token>"
               if session_token else "<X-Security-Token/>")
     token = (f'<sessiontoken xsi:type="xsd:string">{session_token}</sessiontoken>' if session_token

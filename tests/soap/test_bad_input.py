@@ -1,4 +1,4 @@
-"""Hostile and broken requests (SPEC §8): each gets a Client fault naming the problem, never a trace page;
+"""Hostile and broken requests: each gets a Client fault naming the problem, never a trace page;
 nothing is written, and the server answers the next call normally."""
 
 import http.server

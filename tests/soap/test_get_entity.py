@@ -24,7 +24,7 @@ RESPONSE_START = (
 
 
 def get_entity(soap, session, pk: str, *, md5: str = "", must_exist: str = "false", urn: str = "xtk:persist"):
-    # Exactly the SDK's request (reference/acc-js-sdk-wire-format.md §4).
+    # Exactly the SDK's request (as Adobe's acc-js-sdk sends and parses them, src/soap.js).
     params = (f'<pk xsi:type="xsd:string">{pk}</pk>'
               + (f'<md5 xsi:type="xsd:string">{md5}</md5>' if md5 else '<md5 xsi:type="xsd:string"/>')
               + f'<mustExist xsi:type="xsd:boolean">{must_exist}</mustExist>')

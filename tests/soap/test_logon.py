@@ -1,4 +1,4 @@
-"""xtk:session#Logon, Logoff, GetServerTime and how later calls authenticate (SPEC §4.2)."""
+"""xtk:session#Logon, Logoff, GetServerTime and how later calls authenticate."""
 
 import hashlib
 import re

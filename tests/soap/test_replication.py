@@ -1,4 +1,4 @@
-"""nms:replicationStrategy#StartReplicateStagingData over real HTTP (SPEC §4.2, §5).
+"""nms:replicationStrategy#StartReplicateStagingData over real HTTP.
 
 Campaign's `nms.replicationStrategy.StartReplicateStagingData("dem:sampleTable")` takes the source
 schema id and starts the staging replication; here it queues a sync and answers at once.

@@ -1,4 +1,4 @@
-"""The sync admin (SPEC §6): staged-data and cloud-data browsers, retry/discard, "Sync now", sync runs and
+"""The sync admin: staged-data and cloud-data browsers, retry/discard, "Sync now", sync runs and
 the dashboard, through Django's test client against the real databases (SQLite or PostgreSQL)."""
 
 import html

@@ -1,4 +1,4 @@
-"""REST ingestion (SPEC §4.3): the Django test client through DRF, real databases."""
+"""REST ingestion: the Django test client through DRF, real databases."""
 
 import json
 import uuid

@@ -1,4 +1,4 @@
-"""REST API for schemas (SPEC §4.3): real HTTP handling through Django's test client, real databases."""
+"""REST API for schemas: real HTTP handling through Django's test client, real databases."""
 
 import io
 import re

@@ -1,4 +1,4 @@
-"""REST synchronization (SPEC §4.3, §5): queue a sync, read runs, retry and discard failed rows."""
+"""REST synchronization: queue a sync, read runs, retry and discard failed rows."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Schema commands (SPEC §4.4): load_schema, update_structure, load_builtin_schemas."""
+"""Schema commands: load_schema, update_structure, load_builtin_schemas."""
 
 import os
 import subprocess

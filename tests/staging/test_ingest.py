@@ -1,4 +1,4 @@
-"""SPEC §4.1 through the services, on the database of the run (SQLite, or PostgreSQL in its CI leg)."""
+"""Ingest semantics (docs/ingestion.md) through the services, on the database of the run (SQLite, or PostgreSQL in its CI leg)."""
 
 import uuid
 from datetime import date, datetime, time, timezone

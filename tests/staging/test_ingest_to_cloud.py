@@ -1,4 +1,4 @@
-"""End to end: Ingest/IngestExt calls through the services, a sync, then the cloud table (SPEC §4.1, §5)."""
+"""End to end: Ingest/IngestExt calls through the services, a sync, then the cloud table."""
 
 import pytest
 from django.db import connections

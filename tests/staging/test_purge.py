@@ -1,4 +1,4 @@
-"""Retention (SPEC §5): synced rows past STAGING_RETENTION_DAYS go; pending and failed rows never do."""
+"""Retention: synced rows past STAGING_RETENTION_DAYS go; pending and failed rows never do."""
 
 from datetime import timedelta
 

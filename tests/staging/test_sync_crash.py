@@ -1,7 +1,7 @@
 """Crash safety with real processes: `manage.py sync_staging` SIGKILLed again and again in the middle of a
 large backlog, then a final run; the cloud table must be exactly what one uninterrupted sync gives.
 
-The backlog mixes every rule of the sync (SPEC §5): inserts of new keys, inserts of keys already in the
+The backlog mixes every rule of the sync: inserts of new keys, inserts of keys already in the
 cloud (duplicates: failed), partial updates of cloud keys, `update` of missing keys (skipped), deletes of
 present and missing keys. The expected cloud table and the expected status of every staged row are
 computed in Python from the initial state, so a crash that applied a batch twice, lost one, or turned a

@@ -1,5 +1,5 @@
 """Processing of opt-in/opt-out requests against real databases: staged request in, cloud rows and
-history out (SPEC §7)."""
+history out."""
 
 from datetime import timedelta
 

@@ -1,4 +1,4 @@
-"""manage.py load_builtin_schemas — load the schemas shipped in staging/builtin_schemas (SPEC §3.2)."""
+"""manage.py load_builtin_schemas — load the schemas shipped in staging/builtin_schemas."""
 
 from django.core.management.base import BaseCommand, CommandError
 

@@ -1,4 +1,4 @@
-"""manage.py load_schema FILE.xml... — create or update schemas from srcSchema files (SPEC §4.4)."""
+"""manage.py load_schema FILE.xml... — create or update schemas from srcSchema files."""
 
 from pathlib import Path
 

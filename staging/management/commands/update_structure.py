@@ -1,4 +1,4 @@
-"""manage.py update_structure [SCHEMA...] — plan and apply the database structure of schemas (SPEC §3.2)."""
+"""manage.py update_structure [SCHEMA...] — plan and apply the database structure of schemas."""
 
 from django.core.management.base import BaseCommand, CommandError
 
