@@ -250,12 +250,7 @@ def record_from_json(item, index: int, line: int | None = None) -> RecordInput:
         elif isinstance(value, dict):
             _json_nested(value, name, index, line, values, problems)
         else:
-            try:
-                values[name] = json_scalar(value)
-            except TypeError:
-                problems.append(Problem("values are strings, numbers, booleans, null or nested objects; lists are "
-                                        "not accepted", record=index, attribute=name, value=str(value)[:80],
-                                        line=line))
+            _json_value(value, name, index, line, values, problems)
     if problems:
         raise InvalidInput(f"Record {index} is not a valid record.", problems)
     return RecordInput(values=values, key=key, operation=operation, line=line)
@@ -271,12 +266,16 @@ def _json_nested(item: dict, path: str, index: int, line, values: dict, problems
         elif name.endswith(PATH_SEP + KEY_ATTR) and isinstance(value, list) and all(isinstance(v, str) for v in value):
             values[name] = ", ".join(value)
         else:
-            try:
-                values[name] = json_scalar(value)
-            except TypeError:
-                problems.append(Problem("values are strings, numbers, booleans, null or nested objects; lists are "
-                                        "not accepted", record=index, attribute=name, value=str(value)[:80],
-                                        line=line))
+            _json_value(value, name, index, line, values, problems)
+
+
+def _json_value(value, name: str, index: int, line, values: dict, problems: list) -> None:
+    """A scalar JSON value as the text of `name`, or a problem naming it (lists are not values)."""
+    try:
+        values[name] = json_scalar(value)
+    except TypeError:
+        problems.append(Problem("values are strings, numbers, booleans, null or nested objects; lists are not "
+                                "accepted", record=index, attribute=name, value=str(value)[:80], line=line))
 
 
 _TEXTS = frozenset({str, type(None)})
