@@ -16,6 +16,16 @@ def _allow_orm_beside_playwright(monkeypatch):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _plain_static_names(settings):
+    # The live server serves /static/ through the finders, which know the files by their plain names.
+    # Once collectstatic has written a manifest into STATIC_ROOT (make run, or the make run test), the
+    # site's storage would link hashed names the live server cannot find: pages then load without their
+    # scripts and log 404s. Served by whitenoise in production, those hashed names work.
+    settings.STORAGES = {**settings.STORAGES,
+                         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+
+
 @pytest.fixture
 def browser_page(chromium_path):
     """A fresh page in headless Chromium (never a downloaded browser: the system's own)."""
